@@ -1,0 +1,499 @@
+"""gan_mnist: the classic "write your first GAN in Keras" MNIST tutorial, on today's Keras 3.
+
+A faithful port of Stefan Hosein's tutorial "Demystifying Generative Adversarial Networks"
+(its code comes from Zackory/Keras-MNIST-GAN): a three-hidden-layer LeakyReLU generator, a
+dropout discriminator and a combined model in which the discriminator is frozen, trained with
+one-sided label smoothing; a 10x10 grid of generated digits is saved every SAMPLE_EVERY epochs.
+
+    python gan_mnist.py                                # the tutorial's run: 400 epochs
+    python gan_mnist.py --epochs 1 --limit 256 --batch-size 32 --out-dir /tmp/try   # seconds
+    python gan_mnist.py --resume                       # continue a stopped run
+    python gan_mnist.py --generate samples/generator.keras --out digits.png
+
+Grids, losses.csv, gan_loss.png, progress.gif and generator.keras go to OUT_DIR (samples/),
+the checkpoint to CHECKPOINT_DIR (checkpoints/). Edit the constants below or pass the flag of
+the same name (`--help` lists them).
+"""
+import argparse
+import csv
+import json
+import os
+import signal
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the tutorial's backend
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up messages
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # draw to files only: no window needed (ssh, CI)
+import keras  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import initializers, layers  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+# ---- data
+DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset when offline; "mnist"; "subset"; or an .npz path
+LIMIT = None  # train on the first LIMIT digits only (quick tries); None = all of them
+SUBSET_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist_5k.npz")
+# ---- model
+RANDOM_DIM = 100  # length of the generator's input noise vector (tutorial: 100)
+# ---- optimiser
+LEARNING_RATE = 0.0002  # Adam learning rate (tutorial: lr=0.0002)
+BETA_1 = 0.5  # Adam beta_1 (tutorial: 0.5)
+# ---- training
+EPOCHS = 400  # passes over the training digits (tutorial: 400)
+BATCH_SIZE = 128  # real digits per step; each step also makes as many fakes (tutorial: 128)
+REAL_LABEL = 0.9  # one-sided label smoothing: reals are labelled 0.9, fakes 0 (tutorial: 0.9)
+SEED = 10  # seeds numpy and Keras: same seed, same machine, same run (tutorial: 10)
+EMA_DECAY = 0.999  # grids come from a moving average of the generator's weights; 0 = raw (tutorial)
+# ---- output
+SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the last (tutorial: 20)
+FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
+OUT_DIR = "samples"  # grids, losses.csv, gan_loss.png, progress.gif, generator.keras
+CHECKPOINT_DIR = "checkpoints"  # checkpoint.npz, rewritten after every epoch, for --resume
+
+
+class UsageError(Exception):
+    """Bad input: main() prints the message as one line and exits with code 2."""
+
+
+def save_atomically(path, write):
+    """Call write(tmp_path), then rename over `path`: a crash leaves the old file or the new one."""
+    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path))
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------- load data
+def read_npz_digits(path):
+    """x_train from an .npz laid out like Keras' mnist.npz: uint8 digits of shape (N, 28, 28)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"data file {path} not found: pass --data auto, mnist, subset "
+                         "or the path of an .npz like Keras' mnist.npz")
+    try:
+        with np.load(path) as f:
+            x_train = f["x_train"]
+    except Exception as e:
+        raise UsageError(f"cannot read digits from {path} ({type(e).__name__}): it must be an "
+                         "intact .npz like Keras' mnist.npz with an x_train array") from None
+    if x_train.ndim != 3 or x_train.shape[1:] != (28, 28) or len(x_train) == 0:
+        raise UsageError(f"x_train in {path} has shape {x_train.shape}, expected (N, 28, 28)")
+    return x_train
+
+
+def load_mnist_data(data, limit=None):
+    """The tutorial's load_minst_data (typo fixed). Returns (digits in [-1, 1] of shape (N, 784),
+    the source actually used: "mnist", "subset" or the .npz path)."""
+    if data in ("auto", "mnist"):
+        try:
+            (x_train, _), _ = keras.datasets.mnist.load_data()  # downloaded once, then cached
+            source = "mnist"
+        except Exception as e:
+            reason = str(e).splitlines()[0][-100:] if str(e) else type(e).__name__
+            if data == "mnist":
+                raise UsageError(f"cannot load full MNIST ({reason}): go online once, or put Keras' "
+                                 "mnist.npz in ~/.keras/datasets/, or use --data subset") from None
+            print(f"Full MNIST is unavailable ({reason}); using the bundled 5,000-digit subset.")
+            x_train, source = read_npz_digits(SUBSET_PATH), "subset"
+    elif data == "subset":
+        x_train, source = read_npz_digits(SUBSET_PATH), "subset"
+    else:
+        x_train, source = read_npz_digits(data), os.path.abspath(data)
+    x_train = x_train[:limit]
+    # normalize our inputs to be in the range [-1, 1], one 784-pixel row per digit
+    x_train = (x_train.astype(np.float32) - 127.5) / 127.5
+    return x_train.reshape(len(x_train), 784), source
+
+
+# ------------------------------------------------------------- generator, discriminator, GAN
+class FusedAdam(keras.optimizers.Adam):
+    """keras.optimizers.Adam, same update, done by TensorFlow's fused Adam kernel: one pass over
+    each weight instead of nine (the optimizer was a third of a CPU training step)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        i, dtype = self._get_variable_index(variable), variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[i].handle, v=self._velocities[i].handle,
+            beta1_power=beta_1 ** step, beta2_power=beta_2 ** step,
+            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+
+def get_optimizer(learning_rate, beta_1):
+    """Adam as in the tutorial. Keras 3 wants a fresh one per compiled model."""
+    return FusedAdam(learning_rate=learning_rate, beta_1=beta_1)
+
+
+def get_generator(random_dim):
+    generator = keras.Sequential(name="generator")
+    generator.add(keras.Input(shape=(random_dim,)))
+    generator.add(layers.Dense(256, kernel_initializer=initializers.RandomNormal(stddev=0.02)))
+    generator.add(layers.LeakyReLU(0.2))
+    generator.add(layers.Dense(512))
+    generator.add(layers.LeakyReLU(0.2))
+    generator.add(layers.Dense(1024))
+    generator.add(layers.LeakyReLU(0.2))
+    generator.add(layers.Dense(784, activation="tanh"))
+    return generator  # never trained on its own, so (unlike the tutorial) not compiled
+
+
+def get_discriminator(optimizer):
+    discriminator = keras.Sequential(name="discriminator")
+    discriminator.add(keras.Input(shape=(784,)))
+    discriminator.add(layers.Dense(1024, kernel_initializer=initializers.RandomNormal(stddev=0.02)))
+    discriminator.add(layers.LeakyReLU(0.2))
+    discriminator.add(layers.Dropout(0.3))
+    discriminator.add(layers.Dense(512))
+    discriminator.add(layers.LeakyReLU(0.2))
+    discriminator.add(layers.Dropout(0.3))
+    discriminator.add(layers.Dense(256))
+    discriminator.add(layers.LeakyReLU(0.2))
+    discriminator.add(layers.Dropout(0.3))
+    discriminator.add(layers.Dense(1, activation="sigmoid"))
+    discriminator.compile(loss="binary_crossentropy", optimizer=optimizer)
+    optimizer.build(discriminator.trainable_weights)
+    return discriminator
+
+
+def get_gan_network(discriminator, random_dim, generator, optimizer):
+    """noise -> generator -> discriminator. The discriminator is frozen in this model: its steps
+    (train_generator) update the generator's weights only. The tutorial froze it with
+    `discriminator.trainable = False`; in Keras 3 that flag is shared with the discriminator's own
+    model and read when a step is first traced, so set once it would stop the discriminator from
+    ever learning. Naming the weights each step updates says the same thing and cannot go stale."""
+    gan_input = keras.Input(shape=(random_dim,))  # gan input (noise): random_dim-long vectors
+    x = generator(gan_input)  # the output of the generator (an image)
+    gan_output = discriminator(x)  # the discriminator's probability that the image is real
+    gan = keras.Model(inputs=gan_input, outputs=gan_output, name="gan")
+    gan.compile(loss="binary_crossentropy", optimizer=optimizer)
+    optimizer.build(generator.trainable_weights)
+    return gan
+
+
+# --------------------------------------------------------------------------- one training step
+def binary_crossentropy(y_true, y_pred):
+    return tf.reduce_mean(keras.losses.binary_crossentropy(y_true, y_pred))
+
+
+def train_discriminator(discriminator, image_batch, generated_images, real_label):
+    """Train the discriminator on reals labelled `real_label` (one-sided label smoothing) and
+    fakes labelled 0. Only the discriminator's weights change."""
+    X = tf.concat([image_batch, generated_images], axis=0)
+    y_dis = tf.concat([tf.fill([tf.shape(image_batch)[0], 1], real_label),
+                       tf.zeros([tf.shape(generated_images)[0], 1])], axis=0)
+    weights = discriminator.trainable_weights
+    with tf.GradientTape() as tape:
+        d_loss = binary_crossentropy(y_dis, discriminator(X, training=True))
+    discriminator.optimizer.apply(tape.gradient(d_loss, weights), weights)
+    return d_loss
+
+
+def train_generator(gan, generator, noise):
+    """Train the combined model to call fakes real (label 1). The discriminator inside it is
+    frozen: only the generator's weights change."""
+    y_gen = tf.ones([tf.shape(noise)[0], 1])
+    weights = generator.trainable_weights
+    with tf.GradientTape() as tape:
+        g_loss = binary_crossentropy(y_gen, gan(noise, training=True))
+    gan.optimizer.apply(tape.gradient(g_loss, weights), weights)
+    return g_loss
+
+
+def update_ema(ema_generator, generator, decay):
+    """ema = decay * ema + (1 - decay) * weight for each generator weight, written as a step of
+    (1 - decay) toward the weight: two passes over memory instead of four."""
+    for ema_weight, weight in zip(ema_generator.weights, generator.weights):
+        ema_weight.assign_sub((1.0 - decay) * (ema_weight - weight))
+
+
+def make_train_step(generator, discriminator, gan, x_train, batch_size, random_dim, real_label,
+                    rng, ema_generator=None, ema_decay=0.0):
+    """The tutorial's loop body, compiled into one TensorFlow graph (no `predict` per step).
+    `rng` (a keras.random.SeedGenerator) draws the noise and the real batch, so its state, like
+    every other random state here, lives in a variable that the checkpoint saves."""
+    images = tf.convert_to_tensor(x_train)
+
+    @tf.function
+    def train_step():
+        # Get a random set of input noise and images (with replacement, as in the tutorial)
+        noise = keras.random.normal((batch_size, random_dim), seed=rng)
+        index = keras.random.randint((batch_size,), 0, len(x_train), seed=rng)
+        image_batch = tf.gather(images, index)
+        # Generate fake MNIST images
+        generated_images = generator(noise, training=False)
+        d_loss = train_discriminator(discriminator, image_batch, generated_images, real_label)
+        # Train generator on fresh noise
+        noise = keras.random.normal((batch_size, random_dim), seed=rng)
+        g_loss = train_generator(gan, generator, noise)
+        if ema_generator is not None:
+            update_ema(ema_generator, generator, ema_decay)
+        return d_loss, g_loss
+
+    return train_step
+
+
+# ------------------------------------------------------------------------- pictures and files
+def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)):
+    """The tutorial's 10x10 grid (1000x1000 pixels), written atomically to `path`."""
+    generated_images = keras.ops.convert_to_numpy(generator(noise, training=False))
+    generated_images = generated_images.reshape(len(noise), 28, 28)
+    fig = plt.figure(figsize=figsize)
+    for i in range(generated_images.shape[0]):
+        plt.subplot(dim[0], dim[1], i + 1)
+        plt.imshow(generated_images[i], interpolation="nearest", cmap="gray_r")
+        plt.axis("off")
+    plt.tight_layout()
+    save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_loss(history, path):
+    """Both losses (means over each epoch's steps) against the epoch."""
+    epochs, d_loss, g_loss = (np.array([row[i] for row in history]) for i in range(3))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot(epochs, d_loss, label="discriminator loss")
+    ax.plot(epochs, g_loss, label="generator loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("binary cross-entropy (epoch mean)")
+    ax.legend()
+    fig.tight_layout()
+    save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def write_losses_csv(history, path):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([("epoch", "d_loss", "g_loss", "seconds")] + history)
+    save_atomically(path, write)
+
+
+def save_gif(grid_paths, path, size=400):
+    """The grids in epoch order as an animated GIF, downscaled to `size` pixels a side."""
+    from PIL import Image  # installed with matplotlib
+    frames = [Image.open(p).convert("L").resize((size, size), Image.LANCZOS) for p in grid_paths]
+    durations = [400] * (len(frames) - 1) + [2000]  # linger on the last grid
+    save_atomically(path, lambda tmp: frames[0].save(
+        tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
+
+
+def save_checkpoint(path, variables, meta):
+    """Every variable (weights, optimizer slots, random states) plus the JSON `meta`, in one
+    .npz written atomically."""
+    arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=json.dumps(meta), **arrays)
+    save_atomically(path, write)
+
+
+def load_checkpoint(path, variables, expected):
+    """Restore `variables` from `path` and return its meta; refuse a missing or broken
+    checkpoint, or one made with settings that differ from `expected`."""
+    if not os.path.isfile(path):
+        raise UsageError(f"no checkpoint at {path} to resume: start without --resume, "
+                         "or pass the --checkpoint-dir of the run to continue")
+    try:
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            arrays = [f[f"v{i}"] for i in range(len(variables))]
+    except Exception as e:
+        raise UsageError(f"checkpoint {path} is unreadable ({type(e).__name__}): delete it and "
+                         "start again without --resume") from None
+    for key, value in expected.items():
+        if meta["config"].get(key) != value:
+            raise UsageError(f"checkpoint {path} was made with {key}={meta['config'].get(key)!r}, "
+                             f"not {value!r}: resume with the same settings or start without --resume")
+    if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+        raise UsageError(f"checkpoint {path} does not fit these models: start without --resume")
+    for variable, array in zip(variables, arrays):
+        variable.assign(array)
+    return meta
+
+
+# -------------------------------------------------------------------------------------- train
+def train(x_train, source, args):
+    """Build the three models and train them as the tutorial does. Returns the exit code."""
+    batch_count = len(x_train) // args.batch_size  # steps per epoch
+    generator = get_generator(args.random_dim)
+    discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1))
+    gan = get_gan_network(discriminator, args.random_dim, generator,
+                          get_optimizer(args.learning_rate, args.beta_1))
+    ema_generator = None
+    if args.ema_decay > 0:  # a copy of the generator that follows its weights, never trained
+        ema_generator = keras.models.clone_model(generator)
+        ema_generator.set_weights(generator.get_weights())
+    rng = keras.random.SeedGenerator(args.seed)
+    train_step = make_train_step(generator, discriminator, gan, x_train, args.batch_size,
+                                 args.random_dim, args.real_label, rng, ema_generator,
+                                 args.ema_decay)
+    sampler = ema_generator or generator
+    variables = (generator.variables + discriminator.variables + discriminator.optimizer.variables
+                 + gan.optimizer.variables + (ema_generator.variables if ema_generator else [])
+                 + [rng.state])
+    config = {"batch_size": args.batch_size, "data": source, "digits": len(x_train),
+              "random_dim": args.random_dim, "seed": args.seed, "learning_rate": args.learning_rate,
+              "beta_1": args.beta_1, "real_label": args.real_label, "ema_decay": args.ema_decay,
+              "fixed_noise": args.fixed_noise}
+    grid_rng = np.random.default_rng([args.seed, 1])  # its own stream: plotting never shifts training
+    fixed_noise = grid_rng.normal(0, 1, size=(100, args.random_dim)).astype(np.float32)
+    checkpoint_path = os.path.join(args.checkpoint_dir, "checkpoint.npz")
+    history, start = [], 1  # history: one (epoch, d_loss, g_loss, seconds) row per epoch
+    if args.resume:
+        meta = load_checkpoint(checkpoint_path, variables, config)
+        history, start = [tuple(row) for row in meta["history"]], meta["epoch"] + 1
+        grid_rng.bit_generator.state = meta["grid_rng"]
+        print(f"Resuming from {checkpoint_path} after epoch {meta['epoch']}.")
+    elif os.path.exists(checkpoint_path):
+        print(f"Starting a new run: {checkpoint_path} will be replaced (use --resume to continue it).")
+    if start > args.epochs:
+        print(f"The checkpoint is already at epoch {start - 1}: raise --epochs to train further.")
+        return 0
+
+    stop = []  # Ctrl-C or SIGTERM: finish the current step, then stop cleanly
+    handlers = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for e in range(start, args.epochs + 1):
+            started, d_sum, g_sum = time.perf_counter(), 0.0, 0.0
+            bar = tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False)
+            for step in bar:
+                d_loss, g_loss = (float(loss) for loss in train_step())
+                d_sum, g_sum = d_sum + d_loss, g_sum + g_loss
+                bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
+                if stop:
+                    break
+            bar.close()
+            if stop:
+                break
+            seconds = time.perf_counter() - started
+            history.append((e, d_sum / batch_count, g_sum / batch_count, round(seconds, 3)))
+            print(f"Epoch {e}/{args.epochs}: d_loss {history[-1][1]:.4f}  "
+                  f"g_loss {history[-1][2]:.4f}  {seconds:.1f}s")
+            write_losses_csv(history, os.path.join(args.out_dir, "losses.csv"))
+            if e == 1 or e % args.sample_every == 0 or e == args.epochs:
+                noise = fixed_noise if args.fixed_noise else grid_rng.normal(
+                    0, 1, size=(100, args.random_dim)).astype(np.float32)
+                plot_generated_images(sampler, noise, grid_path(args.out_dir, e))
+                plot_loss(history, os.path.join(args.out_dir, "gan_loss.png"))
+                grids = [grid_path(args.out_dir, k) for k in range(1, e + 1)
+                         if k == 1 or k % args.sample_every == 0 or k == args.epochs]
+                save_gif([p for p in grids if os.path.exists(p)],
+                         os.path.join(args.out_dir, "progress.gif"))
+            save_checkpoint(checkpoint_path, variables, {
+                "epoch": e, "config": config, "history": history,
+                "grid_rng": grid_rng.bit_generator.state})
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    if stop:
+        done = history[-1][0] if history else 0
+        command = " ".join(["python"] + sys.argv + ([] if args.resume else ["--resume"]))
+        print(f"Stopped during epoch {done + 1}; the checkpoint holds epoch {done}. "
+              f"Resume with: {command}")
+        return 130
+    model_path = os.path.join(args.out_dir, "generator.keras")
+    save_atomically(model_path, sampler.save)  # the temporary name keeps the .keras ending
+    print(f"Done: grids, losses.csv, gan_loss.png, progress.gif and generator.keras in {args.out_dir}/")
+    return 0
+
+
+def grid_path(out_dir, epoch):
+    return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
+
+
+def generate(model_path, out_path, seed):
+    """Draw a 10x10 grid from a saved generator; no training data needed."""
+    if not os.path.isfile(model_path):
+        raise UsageError(f"generator file {model_path} not found: pass the generator.keras "
+                         "that a training run wrote to its --out-dir")
+    try:
+        generator = keras.models.load_model(model_path, compile=False)
+        random_dim = generator.input_shape[-1]
+        assert generator.output_shape[-1] == 784
+    except Exception as e:
+        raise UsageError(f"cannot load a generator from {model_path} ({type(e).__name__}): pass "
+                         "a generator.keras written by gan_mnist.py") from None
+    noise = np.random.default_rng(seed).normal(0, 1, size=(100, random_dim)).astype(np.float32)
+    make_dirs(os.path.dirname(out_path) or ".")
+    print(f"Wrote {plot_generated_images(generator, noise, out_path)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ command line
+def make_dirs(*paths):
+    for path in paths:
+        try:
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, ".write-test"), "w"):
+                pass
+            os.remove(os.path.join(path, ".write-test"))
+        except OSError as e:
+            raise UsageError(f"cannot write to folder {path} ({e.strerror}): "
+                             "pick another with --out-dir or --checkpoint-dir") from None
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description="Train the Keras MNIST GAN tutorial's model.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training digits")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="real digits per step")
+    p.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
+                   help="save a grid at epoch 1, every this many epochs and the last")
+    p.add_argument("--seed", type=int, default=SEED, help="random seed (training and grid noise)")
+    p.add_argument("--data", default=DATA,
+                   help="auto (MNIST, or the bundled subset offline), mnist, subset, or an .npz path")
+    p.add_argument("--limit", type=int, default=LIMIT, help="train on the first N digits only")
+    p.add_argument("--out-dir", default=OUT_DIR, help="folder for grids, losses and generator.keras")
+    p.add_argument("--checkpoint-dir", default=CHECKPOINT_DIR, help="folder for checkpoint.npz")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--ema-decay", type=float, default=EMA_DECAY,
+                   help="decay of the generator's moving average used for grids; 0 = raw generator")
+    p.add_argument("--generate", metavar="PATH.keras",
+                   help="only draw a grid from a saved generator (no training)")
+    p.add_argument("--out", help="with --generate: the PNG to write [OUT_DIR/generated.png]")
+    args = p.parse_args(argv)
+    for flag in ("epochs", "batch_size", "sample_every", "limit"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            p.error(f"--{flag.replace('_', '-')} must be a whole number of 1 or more, not {value}")
+    if not 0 <= args.ema_decay < 1:
+        p.error(f"--ema-decay must be at least 0 and below 1, not {args.ema_decay}")
+    args.random_dim, args.learning_rate, args.beta_1 = RANDOM_DIM, LEARNING_RATE, BETA_1
+    args.real_label, args.fixed_noise = REAL_LABEL, FIXED_NOISE
+    return args
+
+
+def main(argv=None):
+    args = get_args(argv)
+    try:
+        if args.generate:
+            return generate(args.generate, args.out or os.path.join(args.out_dir, "generated.png"),
+                            args.seed)
+        make_dirs(args.out_dir, args.checkpoint_dir)
+        print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if v is not None))
+        keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow
+        x_train, source = load_mnist_data(args.data, args.limit)
+        if args.batch_size > len(x_train):
+            raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
+                             "training digits: lower --batch-size or raise --limit")
+        print(f"Training on {len(x_train)} digits ({source}), "
+              f"{len(x_train) // args.batch_size} steps per epoch.")
+        return train(x_train, source, args)
+    except UsageError as e:
+        print(f"gan_mnist.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before training started: nothing to save
+        print("Interrupted before training started; nothing was written.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
