@@ -1,0 +1,160 @@
+"""Speed of one training step: the tutorial's loop vs gan_mnist.py's, and the compute floor.
+
+    python tests/benchmark.py            # about a minute on 2 CPU cores
+
+In one process, on the same data (the bundled subset), after a warm-up, it measures the median
+milliseconds per training step at batch 128 of
+  (a) the tutorial's loop as written, changed only where Keras 3 / Python 3 force it: one
+      optimizer per model, `generator.predict`, float64 numpy noise, `trainable` toggled
+      around `train_on_batch`;
+  (b) gan_mnist.py's own step (make_train_step), with and without the EMA generator;
+and the floor: the matrix multiplies one step needs, each timed by TensorFlow at its exact
+shape and summed. Not collected by pytest (the file name does not start with test_).
+"""
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import gan_mnist  # noqa: E402  (sets KERAS_BACKEND before Keras is imported)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+BATCH, DIM, WARMUP, STEPS, ROUNDS = 128, gan_mnist.RANDOM_DIM, 15, 40, 3
+G_SIZES = [DIM, 256, 512, 1024, 784]   # generator Dense layers: in -> out
+D_SIZES = [784, 1024, 512, 256, 1]     # discriminator Dense layers
+
+
+def tutorial_loop(x_train):
+    """The tutorial's models and loop body, ported as literally as Keras 3 allows."""
+    def adam():  # Keras' own Adam, one per compiled model
+        return keras.optimizers.Adam(learning_rate=0.0002, beta_1=0.5)
+    generator = gan_mnist.get_generator(DIM)
+    generator.compile(loss="binary_crossentropy", optimizer=adam())
+    discriminator = gan_mnist.get_discriminator(adam())
+    discriminator.trainable = False
+    gan_input = keras.Input(shape=(DIM,))
+    gan = keras.Model(gan_input, discriminator(generator(gan_input)))
+    gan.compile(loss="binary_crossentropy", optimizer=adam())
+
+    def step():
+        noise = np.random.normal(0, 1, size=[BATCH, DIM])
+        image_batch = x_train[np.random.randint(0, x_train.shape[0], size=BATCH)]
+        generated_images = generator.predict(noise, verbose=0)
+        X = np.concatenate([image_batch, generated_images])
+        y_dis = np.zeros(2 * BATCH)
+        y_dis[:BATCH] = 0.9
+        discriminator.trainable = True
+        discriminator.train_on_batch(X, y_dis)
+        noise = np.random.normal(0, 1, size=[BATCH, DIM])
+        y_gen = np.ones(BATCH)
+        discriminator.trainable = False
+        gan.train_on_batch(noise, y_gen)
+    return step
+
+
+def project_step(x_train, ema_decay):
+    """gan_mnist.py's step, built the way its train() builds it."""
+    generator = gan_mnist.get_generator(DIM)
+    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
+    gan = gan_mnist.get_gan_network(discriminator, DIM, generator, gan_mnist.get_optimizer(2e-4, 0.5))
+    ema = None
+    if ema_decay:
+        ema = keras.models.clone_model(generator)
+        ema.set_weights(generator.get_weights())
+    step = gan_mnist.make_train_step(generator, discriminator, gan, x_train, BATCH, DIM, 0.9,
+                                     keras.random.SeedGenerator(1), ema, ema_decay)
+    return lambda: [float(loss) for loss in step()]  # the script reads both losses every step
+
+
+def matmul_shapes():
+    """(m, k, n, transpose_a, transpose_b) for every matrix multiply of one training step."""
+    shapes = []
+
+    def forward(sizes, m):
+        shapes.extend((m, a, b, False, False) for a, b in zip(sizes, sizes[1:]))
+
+    def backward(sizes, m, weight_grads, input_grad_into_first):
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            if weight_grads:
+                shapes.append((a, m, b, True, False))   # dW = x^T @ dy
+            if i > 0 or input_grad_into_first:
+                shapes.append((m, b, a, False, True))   # dx = dy @ W^T
+    forward(G_SIZES, BATCH)                        # fakes for the discriminator step
+    forward(D_SIZES, 2 * BATCH)                    # discriminator step on reals + fakes
+    backward(D_SIZES, 2 * BATCH, True, False)
+    forward(G_SIZES, BATCH)                        # generator step through the frozen discriminator
+    forward(D_SIZES, BATCH)
+    backward(D_SIZES, BATCH, False, True)          # input gradients only: the D is frozen
+    backward(G_SIZES, BATCH, True, False)
+    return shapes
+
+
+def floor_ms(repeats=50, rounds=15):
+    """Sum over matmul_shapes() of the median time of one multiply at that shape. Each is timed
+    as `repeats` back-to-back multiplies inside one graph, less the same loop with no multiply,
+    so the figure holds no Python or dispatch overhead."""
+    def per_multiply(a, b, ta, tb, multiply=True):
+        @tf.function
+        def loop(a, b):
+            def body(i, acc):
+                c = tf.matmul(a, b, transpose_a=ta, transpose_b=tb) if multiply else a
+                return i + 1, acc + c[0, 0]
+            return tf.while_loop(lambda i, acc: i < repeats, body, (0, 0.0),
+                                 parallel_iterations=1)[1]
+        loop(a, b).numpy()
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            loop(a, b).numpy()
+            times.append((time.perf_counter() - t) / repeats)
+        return statistics.median(times)
+    total, flop = 0.0, 0
+    for m, k, n, ta, tb in matmul_shapes():
+        a = tf.random.normal((k, m) if ta else (m, k))
+        b = tf.random.normal((n, k) if tb else (k, n))
+        total += per_multiply(a, b, ta, tb) - per_multiply(a, b, ta, tb, multiply=False)
+        flop += 2 * m * k * n
+    return total * 1000, flop
+
+
+def median_ms(steps):
+    """Median ms per step for each named step function, measured in interleaved rounds."""
+    times = {name: [] for name in steps}
+    for fn in steps.values():
+        for _ in range(WARMUP):
+            fn()
+    for _ in range(ROUNDS):
+        for name, fn in steps.items():
+            for _ in range(STEPS):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
+
+
+def main():
+    keras.utils.set_random_seed(0)
+    x_train, _ = gan_mnist.load_mnist_data("subset")
+    ms = median_ms({"tutorial": tutorial_loop(x_train),
+                    "project": project_step(x_train, gan_mnist.EMA_DECAY),
+                    "project_no_ema": project_step(x_train, 0.0)})
+    floor, flop = floor_ms()
+    print(f"device: {tf.config.list_physical_devices('GPU') or 'CPU'}, "
+          f"{os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    print(f"{'what':<44}{'ms/step':>9}")
+    print(f"{'(a) tutorial loop (predict, train_on_batch)':<44}{ms['tutorial']:9.2f}")
+    print(f"{'(b) gan_mnist.py step (with EMA)':<44}{ms['project']:9.2f}")
+    print(f"{'    gan_mnist.py step without EMA':<44}{ms['project_no_ema']:9.2f}")
+    print(f"{'floor: matmuls of one step ({:.2f} GFLOP)'.format(flop / 1e9):<44}{floor:9.2f}")
+    step = ms["project"]
+    print(f"ema_ms={ms['project'] - ms['project_no_ema']:.2f}")
+    print(f"step_ms={step:.2f} tutorial_ms={ms['tutorial']:.2f} floor_ms={floor:.2f} "
+          f"speedup={ms['tutorial'] / step:.2f}x of_floor={step / floor:.2f}x "
+          f"epoch_60k_s={468 * step / 1000:.1f}")
+
+
+if __name__ == "__main__":
+    main()
