@@ -16,13 +16,15 @@ the same name (`--help` lists them).
 """
 import argparse
 import csv
+import io
 import json
 import os
+import shlex
 import signal
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the tutorial's backend
+os.environ["KERAS_BACKEND"] = "tensorflow"  # the tutorial's backend; the train step is TensorFlow
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up messages
 
 import matplotlib
@@ -33,6 +35,7 @@ import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import initializers, layers  # noqa: E402
+from PIL import Image  # noqa: E402  (installed with matplotlib)
 from tqdm import tqdm  # noqa: E402
 
 # ---- data
@@ -206,11 +209,21 @@ def train_generator(gan, generator, noise):
     return g_loss
 
 
-def update_ema(ema_generator, generator, decay):
-    """ema = decay * ema + (1 - decay) * weight for each generator weight, written as a step of
-    (1 - decay) toward the weight: two passes over memory instead of four."""
+def get_ema_generator(generator):
+    """A copy of the generator whose weights follow an exponential moving average (EMA) of the
+    generator's. It is never trained; it only draws the grids, which it makes less noisy."""
+    ema_generator = keras.models.clone_model(generator)
+    ema_generator.set_weights(generator.get_weights())
+    return ema_generator
+
+
+def update_ema(ema_generator, generator, decay, step):
+    """ema = d * ema + (1 - d) * weight after training step `step` (1, 2, ...), with
+    d = min(decay, (1 + step) / (10 + step)) as in TensorFlow's ExponentialMovingAverage: early
+    on the average forgets the random initial weights quickly."""
+    decay = tf.minimum(decay, (1.0 + step) / (10.0 + step))
     for ema_weight, weight in zip(ema_generator.weights, generator.weights):
-        ema_weight.assign_sub((1.0 - decay) * (ema_weight - weight))
+        ema_weight.assign_sub((1.0 - decay) * (ema_weight - weight))  # = the rule above
 
 
 def make_train_step(generator, discriminator, gan, x_train, batch_size, random_dim, real_label,
@@ -233,7 +246,7 @@ def make_train_step(generator, discriminator, gan, x_train, batch_size, random_d
         noise = keras.random.normal((batch_size, random_dim), seed=rng)
         g_loss = train_generator(gan, generator, noise)
         if ema_generator is not None:
-            update_ema(ema_generator, generator, ema_decay)
+            update_ema(ema_generator, generator, ema_decay, tf.cast(gan.optimizer.iterations, "float32"))
         return d_loss, g_loss
 
     return train_step
@@ -250,9 +263,11 @@ def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)
         plt.imshow(generated_images[i], interpolation="nearest", cmap="gray_r")
         plt.axis("off")
     plt.tight_layout()
-    save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    return path
+    # the grid has no colour: an 8-bit grey PNG is 40% smaller than matplotlib's RGBA one
+    return save_atomically(path, lambda tmp: Image.open(png).convert("L").save(tmp, format="PNG"))
 
 
 def plot_loss(history, path):
@@ -276,9 +291,8 @@ def write_losses_csv(history, path):
     save_atomically(path, write)
 
 
-def save_gif(grid_paths, path, size=400):
+def save_gif(grid_paths, path, size=300):
     """The grids in epoch order as an animated GIF, downscaled to `size` pixels a side."""
-    from PIL import Image  # installed with matplotlib
     frames = [Image.open(p).convert("L").resize((size, size), Image.LANCZOS) for p in grid_paths]
     durations = [400] * (len(frames) - 1) + [2000]  # linger on the last grid
     save_atomically(path, lambda tmp: frames[0].save(
@@ -288,7 +302,7 @@ def save_gif(grid_paths, path, size=400):
 def save_checkpoint(path, variables, meta):
     """Every variable (weights, optimizer slots, random states) plus the JSON `meta`, in one
     .npz written atomically."""
-    arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+    arrays = {f"v{i}": v.numpy() for i, v in enumerate(variables)}
     def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, meta=json.dumps(meta), **arrays)
@@ -327,10 +341,7 @@ def train(x_train, source, args):
     discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1))
     gan = get_gan_network(discriminator, args.random_dim, generator,
                           get_optimizer(args.learning_rate, args.beta_1))
-    ema_generator = None
-    if args.ema_decay > 0:  # a copy of the generator that follows its weights, never trained
-        ema_generator = keras.models.clone_model(generator)
-        ema_generator.set_weights(generator.get_weights())
+    ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None
     rng = keras.random.SeedGenerator(args.seed)
     train_step = make_train_step(generator, discriminator, gan, x_train, args.batch_size,
                                  args.random_dim, args.real_label, rng, ema_generator,
@@ -343,8 +354,8 @@ def train(x_train, source, args):
               "random_dim": args.random_dim, "seed": args.seed, "learning_rate": args.learning_rate,
               "beta_1": args.beta_1, "real_label": args.real_label, "ema_decay": args.ema_decay,
               "fixed_noise": args.fixed_noise}
-    grid_rng = np.random.default_rng([args.seed, 1])  # its own stream: plotting never shifts training
-    fixed_noise = grid_rng.normal(0, 1, size=(100, args.random_dim)).astype(np.float32)
+    grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
+    fixed_noise = grid_noise(grid_rng, args.random_dim)
     checkpoint_path = os.path.join(args.checkpoint_dir, "checkpoint.npz")
     history, start = [], 1  # history: one (epoch, d_loss, g_loss, seconds) row per epoch
     if args.resume:
@@ -364,7 +375,7 @@ def train(x_train, source, args):
         for e in range(start, args.epochs + 1):
             started, d_sum, g_sum = time.perf_counter(), 0.0, 0.0
             bar = tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False)
-            for step in bar:
+            for _ in bar:
                 d_loss, g_loss = (float(loss) for loss in train_step())
                 d_sum, g_sum = d_sum + d_loss, g_sum + g_loss
                 bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
@@ -378,15 +389,9 @@ def train(x_train, source, args):
             print(f"Epoch {e}/{args.epochs}: d_loss {history[-1][1]:.4f}  "
                   f"g_loss {history[-1][2]:.4f}  {seconds:.1f}s")
             write_losses_csv(history, os.path.join(args.out_dir, "losses.csv"))
-            if e == 1 or e % args.sample_every == 0 or e == args.epochs:
-                noise = fixed_noise if args.fixed_noise else grid_rng.normal(
-                    0, 1, size=(100, args.random_dim)).astype(np.float32)
-                plot_generated_images(sampler, noise, grid_path(args.out_dir, e))
-                plot_loss(history, os.path.join(args.out_dir, "gan_loss.png"))
-                grids = [grid_path(args.out_dir, k) for k in range(1, e + 1)
-                         if k == 1 or k % args.sample_every == 0 or k == args.epochs]
-                save_gif([p for p in grids if os.path.exists(p)],
-                         os.path.join(args.out_dir, "progress.gif"))
+            if is_sample_epoch(e, args):
+                noise = fixed_noise if args.fixed_noise else grid_noise(grid_rng, args.random_dim)
+                save_samples(e, sampler, noise, history, args)
             save_checkpoint(checkpoint_path, variables, {
                 "epoch": e, "config": config, "history": history,
                 "grid_rng": grid_rng.bit_generator.state})
@@ -395,7 +400,7 @@ def train(x_train, source, args):
             signal.signal(s, handler)
     if stop:
         done = history[-1][0] if history else 0
-        command = " ".join(["python"] + sys.argv + ([] if args.resume else ["--resume"]))
+        command = shlex.join(["python"] + sys.argv + ([] if args.resume else ["--resume"]))
         print(f"Stopped during epoch {done + 1}; the checkpoint holds epoch {done}. "
               f"Resume with: {command}")
         return 130
@@ -405,8 +410,24 @@ def train(x_train, source, args):
     return 0
 
 
+def grid_noise(rng, random_dim):
+    return rng.normal(0, 1, size=(100, random_dim)).astype(np.float32)
+
+
 def grid_path(out_dir, epoch):
     return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
+
+
+def is_sample_epoch(epoch, args):
+    return epoch == 1 or epoch % args.sample_every == 0 or epoch == args.epochs
+
+
+def save_samples(epoch, sampler, noise, history, args):
+    """At a sample epoch: the grid, the loss curves and the GIF of every grid so far."""
+    plot_generated_images(sampler, noise, grid_path(args.out_dir, epoch))
+    plot_loss(history, os.path.join(args.out_dir, "gan_loss.png"))
+    grids = [grid_path(args.out_dir, k) for k in range(1, epoch + 1) if is_sample_epoch(k, args)]
+    save_gif([p for p in grids if os.path.exists(p)], os.path.join(args.out_dir, "progress.gif"))
 
 
 def generate(model_path, out_path, seed):
@@ -421,7 +442,7 @@ def generate(model_path, out_path, seed):
     except Exception as e:
         raise UsageError(f"cannot load a generator from {model_path} ({type(e).__name__}): pass "
                          "a generator.keras written by gan_mnist.py") from None
-    noise = np.random.default_rng(seed).normal(0, 1, size=(100, random_dim)).astype(np.float32)
+    noise = grid_noise(np.random.default_rng(seed), random_dim)  # = the training run's grids
     make_dirs(os.path.dirname(out_path) or ".")
     print(f"Wrote {plot_generated_images(generator, noise, out_path)}")
     return 0
