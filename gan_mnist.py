@@ -487,6 +487,12 @@ def get_args(argv=None):
             p.error(f"--{flag.replace('_', '-')} must be a whole number of 1 or more, not {value}")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema-decay must be at least 0 and below 1, not {args.ema_decay}")
+    for name, ok, rule in [("RANDOM_DIM", type(RANDOM_DIM) is int and RANDOM_DIM >= 1, "a whole number of 1 or more"),
+                           ("LEARNING_RATE", 0 < LEARNING_RATE < 1, "above 0 and below 1"),
+                           ("BETA_1", 0 <= BETA_1 < 1, "at least 0 and below 1"),
+                           ("REAL_LABEL", 0 < REAL_LABEL <= 1, "above 0 and at most 1")]:
+        if not ok:
+            p.error(f"{name} at the top of gan_mnist.py must be {rule}, not {globals()[name]!r}")
     args.random_dim, args.learning_rate, args.beta_1 = RANDOM_DIM, LEARNING_RATE, BETA_1
     args.real_label, args.fixed_noise = REAL_LABEL, FIXED_NOISE
     return args

@@ -89,6 +89,26 @@ def test_bad_input_exits_2_with_one_clear_line(main, flags, message, tmp_path, c
     assert not os.path.exists(tmp_path / "out" / "losses.csv")
 
 
+@pytest.mark.parametrize("constant, value, message", [
+    ("RANDOM_DIM", 0, "RANDOM_DIM at the top of gan_mnist.py must be a whole number of 1 or more, not 0"),
+    ("LEARNING_RATE", -0.1, "LEARNING_RATE at the top of gan_mnist.py must be above 0"),
+    ("REAL_LABEL", 1.5, "REAL_LABEL at the top of gan_mnist.py must be above 0 and at most 1"),
+    ("BETA_1", 1.0, "BETA_1 at the top of gan_mnist.py must be at least 0 and below 1"),
+])
+def test_bad_constant_exits_2(main, monkeypatch, capsys, constant, value, message):
+    monkeypatch.setattr(gan_mnist, constant, value)
+    assert main("--epochs", "1", *TINY) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_constants_are_the_defaults(monkeypatch):
+    monkeypatch.setattr(gan_mnist, "EPOCHS", 7)  # as if edited at the top of the file
+    args = gan_mnist.get_args([])
+    assert (args.epochs, args.batch_size, args.sample_every, args.seed, args.data) == (7, 128, 20, 10, "auto")
+    assert (args.out_dir, args.checkpoint_dir, args.ema_decay, args.limit) == ("samples", "checkpoints", 0.999, None)
+    assert gan_mnist.get_args(["--epochs", "3"]).epochs == 3
+
+
 def test_corrupt_data_file(main, run, tmp_path, capsys):
     bad = tmp_path / "broken.npz"
     bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
