@@ -1,6 +1,6 @@
 """Speed of one training step: the tutorial's loop vs gan_mnist.py's, and the compute floor.
 
-    python tests/benchmark.py            # about a minute on 2 CPU cores
+    python tests/benchmark.py            # about a minute and a half on 2 CPU cores
 
 In one process, on the same data (the bundled subset), after a warm-up, it measures the median
 milliseconds per training step at batch 128 of
@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-BATCH, DIM, WARMUP, STEPS, ROUNDS = 128, gan_mnist.RANDOM_DIM, 15, 40, 3
+BATCH, DIM, WARMUP, STEPS, ROUNDS = 128, gan_mnist.RANDOM_DIM, 15, 20, 10
 G_SIZES = [DIM, 256, 512, 1024, 784]   # generator Dense layers: in -> out
 D_SIZES = [784, 1024, 512, 256, 1]     # discriminator Dense layers
 
@@ -121,7 +121,8 @@ def floor_ms(repeats=50, rounds=15):
 
 
 def median_ms(steps):
-    """Median ms per step for each named step function, measured in interleaved rounds."""
+    """Median ms per step for each named step function. The functions take turns, STEPS steps
+    each, for ROUNDS rounds, so a slow spell of a shared machine hits all of them alike."""
     times = {name: [] for name in steps}
     for fn in steps.values():
         for _ in range(WARMUP):
