@@ -1,9 +1,12 @@
 """Shared helpers: run the real script (in a subprocess or in this process) on offline digits."""
+import csv
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "gan_mnist.py")
@@ -11,6 +14,26 @@ sys.path.insert(0, ROOT)
 
 # Tiny settings: 256 digits, batch 32 = 8 steps per epoch.
 TINY = ["--data", "subset", "--limit", "256", "--batch-size", "32"]
+
+
+def losses(out_dir):
+    """(epoch, d_loss, g_loss) rows of OUT_DIR/losses.csv, as written."""
+    with open(os.path.join(out_dir, "losses.csv")) as f:
+        return [(r["epoch"], r["d_loss"], r["g_loss"]) for r in csv.DictReader(f)]
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def build(random_dim=100):
+    """The three models, built as gan_mnist.train builds them."""
+    import gan_mnist
+    generator = gan_mnist.get_generator(random_dim)
+    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
+    gan = gan_mnist.get_gan_network(discriminator, random_dim, generator,
+                                    gan_mnist.get_optimizer(2e-4, 0.5))
+    return generator, discriminator, gan
 
 
 def with_dirs(flags, tmp_path):

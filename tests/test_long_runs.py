@@ -1,5 +1,4 @@
 """Checkpoints, exact resume, Ctrl-C, losses, GIF, --generate and the EMA generator."""
-import csv
 import os
 import signal
 import subprocess
@@ -8,17 +7,11 @@ import time
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 from PIL import Image
 
 import gan_mnist
-from conftest import SCRIPT, TINY
-
-
-def losses(out):
-    with open(os.path.join(out, "losses.csv")) as f:
-        return [(r["epoch"], r["d_loss"], r["g_loss"]) for r in csv.DictReader(f)]
+from conftest import SCRIPT, TINY, build, losses, pixels
 
 
 def checkpoint(path):
@@ -28,10 +21,6 @@ def checkpoint(path):
 
 def generator_weights(path):
     return keras.models.load_model(path, compile=False).get_weights()
-
-
-def pixels(path):
-    return np.asarray(Image.open(path).convert("L"))
 
 
 def same_arrays(a, b):
@@ -120,9 +109,7 @@ def test_generate_from_a_saved_generator(main, run, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ EMA
 def test_ema_follows_the_decay_rule_and_is_never_trained():
-    generator = gan_mnist.get_generator(100)
-    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
-    gan = gan_mnist.get_gan_network(discriminator, 100, generator, gan_mnist.get_optimizer(2e-4, 0.5))
+    generator, discriminator, gan = build()
     ema = gan_mnist.get_ema_generator(generator)
     assert same_arrays(ema.get_weights(), generator.get_weights())  # step 0: a copy
     ema_ids = {id(v) for v in ema.weights}
