@@ -299,6 +299,26 @@ def save_gif(grid_paths, path, size=300):
         tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
 
 
+def grid_noise(rng, random_dim):
+    return rng.normal(0, 1, size=(100, random_dim)).astype(np.float32)
+
+
+def grid_path(out_dir, epoch):
+    return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
+
+
+def is_sample_epoch(epoch, args):
+    return epoch == 1 or epoch % args.sample_every == 0 or epoch == args.epochs
+
+
+def save_samples(epoch, sampler, noise, history, args):
+    """At a sample epoch: the grid, the loss curves and the GIF of every grid so far."""
+    plot_generated_images(sampler, noise, grid_path(args.out_dir, epoch))
+    plot_loss(history, os.path.join(args.out_dir, "gan_loss.png"))
+    grids = [grid_path(args.out_dir, k) for k in range(1, epoch + 1) if is_sample_epoch(k, args)]
+    save_gif([p for p in grids if os.path.exists(p)], os.path.join(args.out_dir, "progress.gif"))
+
+
 def save_checkpoint(path, variables, meta):
     """Every variable (weights, optimizer slots, random states) plus the JSON `meta`, in one
     .npz written atomically."""
@@ -410,26 +430,6 @@ def train(x_train, source, args):
     return 0
 
 
-def grid_noise(rng, random_dim):
-    return rng.normal(0, 1, size=(100, random_dim)).astype(np.float32)
-
-
-def grid_path(out_dir, epoch):
-    return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
-
-
-def is_sample_epoch(epoch, args):
-    return epoch == 1 or epoch % args.sample_every == 0 or epoch == args.epochs
-
-
-def save_samples(epoch, sampler, noise, history, args):
-    """At a sample epoch: the grid, the loss curves and the GIF of every grid so far."""
-    plot_generated_images(sampler, noise, grid_path(args.out_dir, epoch))
-    plot_loss(history, os.path.join(args.out_dir, "gan_loss.png"))
-    grids = [grid_path(args.out_dir, k) for k in range(1, epoch + 1) if is_sample_epoch(k, args)]
-    save_gif([p for p in grids if os.path.exists(p)], os.path.join(args.out_dir, "progress.gif"))
-
-
 def generate(model_path, out_path, seed):
     """Draw a 10x10 grid from a saved generator; no training data needed."""
     if not os.path.isfile(model_path):
@@ -438,7 +438,8 @@ def generate(model_path, out_path, seed):
     try:
         generator = keras.models.load_model(model_path, compile=False)
         random_dim = generator.input_shape[-1]
-        assert generator.output_shape[-1] == 784
+        if generator.output_shape[-1] != 784:
+            raise ValueError("not a 784-pixel generator")
     except Exception as e:
         raise UsageError(f"cannot load a generator from {model_path} ({type(e).__name__}): pass "
                          "a generator.keras written by gan_mnist.py") from None
