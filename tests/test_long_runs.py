@@ -147,3 +147,9 @@ def test_ema_leaves_training_alone_and_decay_0_samples_the_raw_generator(main, t
     assert not same_arrays(ema_model, ema_ck[:8])
     assert any(same_arrays(ema_model, ema_ck[i:i + 8]) for i in range(8, len(ema_ck) - 7))
     assert not np.array_equal(raw_grid, ema_grid)
+    # --ema-decay 0's grid is exactly the raw generator's: redraw it from the EMA run's raw weights
+    generator = gan_mnist.get_generator(100)
+    generator.set_weights(ema_ck[:8])
+    noise = gan_mnist.grid_noise(np.random.default_rng(gan_mnist.SEED), 100)
+    gan_mnist.plot_generated_images(generator, noise, str(tmp_path / "raw.png"))
+    assert np.array_equal(pixels(tmp_path / "raw.png"), raw_grid)
