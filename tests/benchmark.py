@@ -60,10 +60,7 @@ def project_step(x_train, ema_decay):
     generator = gan_mnist.get_generator(DIM)
     discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
     gan = gan_mnist.get_gan_network(discriminator, DIM, generator, gan_mnist.get_optimizer(2e-4, 0.5))
-    ema = None
-    if ema_decay:
-        ema = keras.models.clone_model(generator)
-        ema.set_weights(generator.get_weights())
+    ema = gan_mnist.get_ema_generator(generator) if ema_decay else None
     step = gan_mnist.make_train_step(generator, discriminator, gan, x_train, BATCH, DIM, 0.9,
                                      keras.random.SeedGenerator(1), ema, ema_decay)
     return lambda: [float(loss) for loss in step()]  # the script reads both losses every step
