@@ -181,8 +181,21 @@ def get_gan_network(discriminator, random_dim, generator, optimizer):
 
 
 # --------------------------------------------------------------------------- one training step
+@tf.custom_gradient
+def sigmoid_cross_entropy(labels, logits):
+    """tf.nn.sigmoid_cross_entropy_with_logits, with its gradient written as one expression,
+    sigmoid(logits) - labels. TensorFlow's own gradient adds four terms with AddN, whose CPU kernel
+    sums them in an order that depends on which input buffer it can reuse at that moment: the last
+    bits of the gradient then changed with thread timing, and same-seed runs drifted apart."""
+    def gradient(upstream):
+        return None, upstream * (tf.sigmoid(logits) - labels)
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), gradient
+
+
 def binary_crossentropy(y_true, y_pred):
-    return tf.reduce_mean(keras.losses.binary_crossentropy(y_true, y_pred))
+    """Keras' binary cross-entropy of the sigmoid outputs `y_pred`, averaged over the batch. Like
+    Keras, it is computed from the sigmoid's input (Keras keeps it on the output as _keras_logits)."""
+    return tf.reduce_mean(sigmoid_cross_entropy(y_true, y_pred._keras_logits))
 
 
 def train_discriminator(discriminator, image_batch, generated_images, real_label):
