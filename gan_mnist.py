@@ -15,6 +15,7 @@ the checkpoint to CHECKPOINT_DIR (checkpoints/). Edit the constants below or pas
 the same name (`--help` lists them).
 """
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -53,6 +54,7 @@ BATCH_SIZE = 128  # real digits per step; each step also makes as many fakes (tu
 REAL_LABEL = 0.9  # one-sided label smoothing: reals are labelled 0.9, fakes 0 (tutorial: 0.9)
 SEED = 10  # seeds numpy and Keras: same seed, same machine, same run (tutorial: 10)
 EMA_DECAY = 0.999  # grids come from a moving average of the generator's weights; 0 = raw (tutorial)
+PRECISION = "float32"  # "bfloat16": layers compute in bfloat16, weights stay float32 (tutorial: float32)
 # ---- output
 SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the last (tutorial: 20)
 FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
@@ -134,6 +136,17 @@ def get_optimizer(learning_rate, beta_1):
     return FusedAdam(learning_rate=learning_rate, beta_1=beta_1)
 
 
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Layers built inside compute in `precision`: "float32", or "bfloat16" via Keras' mixed
+    precision (weights and optimizer state stay float32, layers cast them to bfloat16 to compute)."""
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
 def get_generator(random_dim):
     generator = keras.Sequential(name="generator")
     generator.add(keras.Input(shape=(random_dim,)))
@@ -143,7 +156,7 @@ def get_generator(random_dim):
     generator.add(layers.LeakyReLU(0.2))
     generator.add(layers.Dense(1024))
     generator.add(layers.LeakyReLU(0.2))
-    generator.add(layers.Dense(784, activation="tanh"))
+    generator.add(layers.Dense(784, activation="tanh", dtype="float32"))  # float32 even if mixed
     return generator  # never trained on its own, so (unlike the tutorial) not compiled
 
 
@@ -159,7 +172,7 @@ def get_discriminator(optimizer):
     discriminator.add(layers.Dense(256))
     discriminator.add(layers.LeakyReLU(0.2))
     discriminator.add(layers.Dropout(0.3))
-    discriminator.add(layers.Dense(1, activation="sigmoid"))
+    discriminator.add(layers.Dense(1, activation="sigmoid", dtype="float32"))
     discriminator.compile(loss="binary_crossentropy", optimizer=optimizer)
     optimizer.build(discriminator.trainable_weights)
     return discriminator
@@ -370,10 +383,11 @@ def load_checkpoint(path, variables, expected):
 def train(x_train, source, args):
     """Build the three models and train them as the tutorial does. Returns the exit code."""
     batch_count = len(x_train) // args.batch_size  # steps per epoch
-    generator = get_generator(args.random_dim)
-    discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1))
-    gan = get_gan_network(discriminator, args.random_dim, generator,
-                          get_optimizer(args.learning_rate, args.beta_1))
+    with precision_policy(args.precision):  # the layers built here compute in this precision
+        generator = get_generator(args.random_dim)
+        discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1))
+        gan = get_gan_network(discriminator, args.random_dim, generator,
+                              get_optimizer(args.learning_rate, args.beta_1))
     ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None
     rng = keras.random.SeedGenerator(args.seed)
     train_step = make_train_step(generator, discriminator, gan, x_train, args.batch_size,
@@ -386,7 +400,7 @@ def train(x_train, source, args):
     config = {"batch_size": args.batch_size, "data": source, "digits": len(x_train),
               "random_dim": args.random_dim, "seed": args.seed, "learning_rate": args.learning_rate,
               "beta_1": args.beta_1, "real_label": args.real_label, "ema_decay": args.ema_decay,
-              "fixed_noise": args.fixed_noise}
+              "fixed_noise": args.fixed_noise, "precision": args.precision}
     grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
     fixed_noise = grid_noise(grid_rng, args.random_dim)
     checkpoint_path = os.path.join(args.checkpoint_dir, "checkpoint.npz")
@@ -491,6 +505,8 @@ def get_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--ema-decay", type=float, default=EMA_DECAY,
                    help="decay of the generator's moving average used for grids; 0 = raw generator")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default=PRECISION,
+                   help="bfloat16: Keras mixed precision, faster on CPUs with AMX or AVX512-BF16")
     p.add_argument("--generate", metavar="PATH.keras",
                    help="only draw a grid from a saved generator (no training)")
     p.add_argument("--out", help="with --generate: the PNG to write [OUT_DIR/generated.png]")

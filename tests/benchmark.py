@@ -1,6 +1,6 @@
 """Speed of one training step: the tutorial's loop vs gan_mnist.py's, and the compute floor.
 
-    python tests/benchmark.py            # about a minute and a half on 2 CPU cores
+    python tests/benchmark.py            # about a minute on 2 CPU cores
 
 In one process, on the same data (the bundled subset), after a warm-up, it measures the median
 milliseconds per training step at batch 128 of
@@ -8,8 +8,10 @@ milliseconds per training step at batch 128 of
       optimizer per model, `generator.predict`, float64 numpy noise, `trainable` toggled
       around `train_on_batch`;
   (b) gan_mnist.py's own step (make_train_step), with and without the EMA generator;
-and the floor: the matrix multiplies one step needs, each timed by TensorFlow at its exact
-shape and summed. Not collected by pytest (the file name does not start with test_).
+  (c) the same step under --precision bfloat16;
+and the floors: the matrix multiplies one step needs, each timed by TensorFlow at its exact
+shape and summed, in float32 and in bfloat16. Not collected by pytest (the file name does not
+start with test_).
 """
 import os
 import statistics
@@ -55,11 +57,12 @@ def tutorial_loop(x_train):
     return step
 
 
-def project_step(x_train, ema_decay):
+def project_step(x_train, ema_decay, precision="float32"):
     """gan_mnist.py's step, built the way its train() builds it."""
-    generator = gan_mnist.get_generator(DIM)
-    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
-    gan = gan_mnist.get_gan_network(discriminator, DIM, generator, gan_mnist.get_optimizer(2e-4, 0.5))
+    with gan_mnist.precision_policy(precision):
+        generator = gan_mnist.get_generator(DIM)
+        discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
+        gan = gan_mnist.get_gan_network(discriminator, DIM, generator, gan_mnist.get_optimizer(2e-4, 0.5))
     ema = gan_mnist.get_ema_generator(generator) if ema_decay else None
     step = gan_mnist.make_train_step(generator, discriminator, gan, x_train, BATCH, DIM, 0.9,
                                      keras.random.SeedGenerator(1), ema, ema_decay)
@@ -89,16 +92,16 @@ def matmul_shapes():
     return shapes
 
 
-def floor_ms(repeats=50, rounds=15):
-    """Sum over matmul_shapes() of the median time of one multiply at that shape. Each is timed
-    as `repeats` back-to-back multiplies inside one graph, less the same loop with no multiply,
-    so the figure holds no Python or dispatch overhead."""
+def floor_ms(dtype="float32", repeats=50, rounds=15):
+    """Sum over matmul_shapes() of the median time of one multiply at that shape, in `dtype`.
+    Each is timed as `repeats` back-to-back multiplies inside one graph, less the same loop with
+    no multiply, so the figure holds no Python or dispatch overhead."""
     def per_multiply(a, b, ta, tb, multiply=True):
         @tf.function
         def loop(a, b):
             def body(i, acc):
                 c = tf.matmul(a, b, transpose_a=ta, transpose_b=tb) if multiply else a
-                return i + 1, acc + c[0, 0]
+                return i + 1, acc + tf.cast(c[0, 0], "float32")
             return tf.while_loop(lambda i, acc: i < repeats, body, (0, 0.0),
                                  parallel_iterations=1)[1]
         loop(a, b).numpy()
@@ -110,8 +113,8 @@ def floor_ms(repeats=50, rounds=15):
         return statistics.median(times)
     total, flop = 0.0, 0
     for m, k, n, ta, tb in matmul_shapes():
-        a = tf.random.normal((k, m) if ta else (m, k))
-        b = tf.random.normal((n, k) if tb else (k, n))
+        a = tf.cast(tf.random.normal((k, m) if ta else (m, k)), dtype)
+        b = tf.cast(tf.random.normal((n, k) if tb else (k, n)), dtype)
         total += per_multiply(a, b, ta, tb) - per_multiply(a, b, ta, tb, multiply=False)
         flop += 2 * m * k * n
     return total * 1000, flop
@@ -138,8 +141,10 @@ def main():
     x_train, _ = gan_mnist.load_mnist_data("subset")
     ms = median_ms({"tutorial": tutorial_loop(x_train),
                     "project": project_step(x_train, gan_mnist.EMA_DECAY),
-                    "project_no_ema": project_step(x_train, 0.0)})
+                    "project_no_ema": project_step(x_train, 0.0),
+                    "bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")})
     floor, flop = floor_ms()
+    bf16_floor, _ = floor_ms("bfloat16")
     print(f"device: {tf.config.list_physical_devices('GPU') or 'CPU'}, "
           f"{os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"{'what':<44}{'ms/step':>9}")
@@ -147,11 +152,15 @@ def main():
     print(f"{'(b) gan_mnist.py step (with EMA)':<44}{ms['project']:9.2f}")
     print(f"{'    gan_mnist.py step without EMA':<44}{ms['project_no_ema']:9.2f}")
     print(f"{'floor: matmuls of one step ({:.2f} GFLOP)'.format(flop / 1e9):<44}{floor:9.2f}")
-    step = ms["project"]
-    print(f"ema_ms={ms['project'] - ms['project_no_ema']:.2f}")
+    print(f"{'(c) gan_mnist.py step, --precision bfloat16':<44}{ms['bf16']:9.2f}")
+    print(f"{'floor: the same matmuls in bfloat16':<44}{bf16_floor:9.2f}")
+    step, bf16 = ms["project"], ms["bf16"]
+    print(f"ema_ms={ms['project'] - ms['project_no_ema']:.2f} epoch_60k_s={468 * step / 1000:.1f} "
+          f"bf16_epoch_60k_s={468 * bf16 / 1000:.1f}")
     print(f"step_ms={step:.2f} tutorial_ms={ms['tutorial']:.2f} floor_ms={floor:.2f} "
           f"speedup={ms['tutorial'] / step:.2f}x of_floor={step / floor:.2f}x "
-          f"epoch_60k_s={468 * step / 1000:.1f}")
+          f"bf16_step_ms={bf16:.2f} bf16_floor_ms={bf16_floor:.2f} bf16_vs_fp32={bf16 / step:.2f}x "
+          f"bf16_of_floor={bf16 / bf16_floor:.2f}x")
 
 
 if __name__ == "__main__":

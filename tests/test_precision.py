@@ -1,0 +1,42 @@
+"""--precision bfloat16: Keras mixed precision, with float32 weights, optimizer state and outputs."""
+import keras
+import numpy as np
+
+from conftest import TINY, losses, pixels
+from test_long_runs import checkpoint, same_arrays
+
+BF16 = ["--precision", "bfloat16", "--sample-every", "1000", *TINY]
+
+
+def test_bfloat16_run_resume_refusal_and_generate(main, tmp_path, capsys):
+    # straight: 3 epochs; stopped: 1 epoch, then resumed to 3 in the same folders
+    assert main("--epochs", "3", *BF16, "--out-dir", str(tmp_path / "a"),
+                "--checkpoint-dir", str(tmp_path / "a_ck")) == 0
+    assert main("--epochs", "1", *BF16) == 0
+    assert main("--epochs", "3", *TINY, "--sample-every", "1000", "--resume") == 2  # float32
+    assert "was made with precision='bfloat16', not 'float32'" in capsys.readouterr().err
+    assert main("--epochs", "3", *BF16, "--resume") == 0
+    assert losses(tmp_path / "out") == losses(tmp_path / "a")
+    assert same_arrays(checkpoint(tmp_path / "ck" / "checkpoint.npz"),
+                       checkpoint(tmp_path / "a_ck" / "checkpoint.npz"))
+    rows = losses(tmp_path / "a")
+    assert len(rows) == 3 and all(0 < float(d) < 5 and 0 < float(g) < 10 for _, d, g in rows)
+
+    model = keras.models.load_model(tmp_path / "a" / "generator.keras", compile=False)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.compute_dtype for layer in dense] == ["bfloat16"] * 3 + ["float32"]
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert main("--generate", str(tmp_path / "a" / "generator.keras"), "--out", str(tmp_path / "g.png")) == 0
+    assert np.array_equal(pixels(tmp_path / "g.png"),
+                          pixels(tmp_path / "a" / "gan_generated_image_epoch_3.png"))
+
+
+def test_bfloat16_differs_from_float32_but_not_by_much(main, tmp_path):
+    assert main("--epochs", "1", *BF16, "--out-dir", str(tmp_path / "bf")) == 0
+    assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir", str(tmp_path / "fp"),
+                "--checkpoint-dir", str(tmp_path / "fp_ck")) == 0
+    (_, d_bf, g_bf), (_, d_fp, g_fp) = losses(tmp_path / "bf")[0], losses(tmp_path / "fp")[0]
+    assert (d_bf, g_bf) != (d_fp, g_fp)
+    assert abs(float(d_bf) - float(d_fp)) < 0.05 and abs(float(g_bf) - float(g_fp)) < 0.05
+    # the layers built for the run leave Keras' global policy as it was
+    assert keras.config.dtype_policy().name == "float32"
