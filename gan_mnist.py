@@ -17,6 +17,7 @@ the same name (`--help` lists them).
 import argparse
 import contextlib
 import csv
+import gzip
 import io
 import json
 import os
@@ -58,6 +59,8 @@ PRECISION = "float32"  # "bfloat16": layers compute in bfloat16, weights stay fl
 # ---- output
 SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the last (tutorial: 20)
 FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
+SCORE_DIGITS = 2000  # digits drawn to score the generator at every grid (below); 0 = no scores
+CLASSIFIER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digit_classifier.npz")
 OUT_DIR = "samples"  # grids, losses.csv, gan_loss.png, progress.gif, generator.keras
 CHECKPOINT_DIR = "checkpoints"  # checkpoint.npz, rewritten after every epoch, for --resume
 
@@ -89,6 +92,40 @@ def read_npz_digits(path):
     if x_train.ndim != 3 or x_train.shape[1:] != (28, 28) or len(x_train) == 0:
         raise UsageError(f"x_train in {path} has shape {x_train.shape}, expected (N, 28, 28)")
     return x_train
+
+
+def read_idx(path, magic, shape):
+    """The array in an idx file (MNIST's original format; raw or .gz): big-endian header of
+    `magic`, then one uint32 per dimension, then the uint8 values. `shape` is the expected
+    shape with None for the count; anything else is a UsageError."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise UsageError(f"cannot read {path} ({e.strerror or e}): it must be an intact MNIST idx "
+                         "file, raw or .gz") from None
+    header = 4 + 4 * len(shape)
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise UsageError(f"{path} is not an MNIST idx file of this kind (magic number "
+                         f"{int.from_bytes(raw[:4], 'big') if len(raw) >= 4 else 'missing'}, "
+                         f"expected {magic})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(len(shape)))
+    if any(want is not None and want != got for want, got in zip(shape, dims)):
+        raise UsageError(f"{path} holds items of shape {dims[1:]}, expected {tuple(shape[1:])}")
+    if len(raw) != header + int(np.prod(dims)):
+        raise UsageError(f"{path} is truncated or too long: {len(raw) - header} bytes of data for "
+                         f"shape {dims}: download it again")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def find_idx(folder, name):
+    """`folder/name` or `folder/name.gz`, whichever exists (LeCun's files, torchvision's MNIST/raw)."""
+    for path in (os.path.join(folder, name), os.path.join(folder, name + ".gz")):
+        if os.path.isfile(path):
+            return path
+    raise UsageError(f"no {name} (or {name}.gz) in folder {folder}: pass a folder that holds "
+                     "MNIST's original idx files")
 
 
 def load_mnist_data(data, limit=None):
@@ -337,12 +374,20 @@ def is_sample_epoch(epoch, args):
     return epoch == 1 or epoch % args.sample_every == 0 or epoch == args.epochs
 
 
-def save_samples(epoch, sampler, noise, history, args):
-    """At a sample epoch: the grid, the loss curves and the GIF of every grid so far."""
+def save_samples(epoch, sampler, noise, history, quality, scorer, args):
+    """At a sample epoch: the grid, the scores, the loss and score curves and the GIF of every
+    grid so far. Returns the scores (None without a scorer)."""
     plot_generated_images(sampler, noise, grid_path(args.out_dir, epoch))
     plot_loss(history, os.path.join(args.out_dir, "gan_loss.png"))
     grids = [grid_path(args.out_dir, k) for k in range(1, epoch + 1) if is_sample_epoch(k, args)]
     save_gif([p for p in grids if os.path.exists(p)], os.path.join(args.out_dir, "progress.gif"))
+    if scorer is None:
+        return None
+    scores = score_generator(scorer, sampler, args.score_noise)
+    quality.append(quality_row(epoch, scores))
+    write_quality_csv(quality, os.path.join(args.out_dir, "quality.csv"))
+    plot_quality(quality, scorer.real, os.path.join(args.out_dir, "quality.png"))
+    return scores
 
 
 def save_checkpoint(path, variables, meta):
@@ -380,7 +425,7 @@ def load_checkpoint(path, variables, expected):
 
 
 # -------------------------------------------------------------------------------------- train
-def train(x_train, source, args):
+def train(x_train, source, scorer, args):
     """Build the three models and train them as the tutorial does. Returns the exit code."""
     batch_count = len(x_train) // args.batch_size  # steps per epoch
     with precision_policy(args.precision):  # the layers built here compute in this precision
@@ -404,10 +449,12 @@ def train(x_train, source, args):
     grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
     fixed_noise = grid_noise(grid_rng, args.random_dim)
     checkpoint_path = os.path.join(args.checkpoint_dir, "checkpoint.npz")
-    history, start = [], 1  # history: one (epoch, d_loss, g_loss, seconds) row per epoch
-    if args.resume:
+    args.score_noise = score_noise(args.seed, args.random_dim, args.score_digits)
+    history, quality, start = [], [], 1  # one (epoch, d_loss, g_loss, seconds) row per epoch;
+    if args.resume:                      # one row of QUALITY_COLUMNS per sample epoch
         meta = load_checkpoint(checkpoint_path, variables, config)
         history, start = [tuple(row) for row in meta["history"]], meta["epoch"] + 1
+        quality = meta.get("quality", [])
         grid_rng.bit_generator.state = meta["grid_rng"]
         print(f"Resuming from {checkpoint_path} after epoch {meta['epoch']}.")
     elif os.path.exists(checkpoint_path):
@@ -433,14 +480,15 @@ def train(x_train, source, args):
                 break
             seconds = time.perf_counter() - started
             history.append((e, d_sum / batch_count, g_sum / batch_count, round(seconds, 3)))
-            print(f"Epoch {e}/{args.epochs}: d_loss {history[-1][1]:.4f}  "
-                  f"g_loss {history[-1][2]:.4f}  {seconds:.1f}s")
+            line = f"Epoch {e}/{args.epochs}: d_loss {history[-1][1]:.4f}  g_loss {history[-1][2]:.4f}  {seconds:.1f}s"
             write_losses_csv(history, os.path.join(args.out_dir, "losses.csv"))
             if is_sample_epoch(e, args):
                 noise = fixed_noise if args.fixed_noise else grid_noise(grid_rng, args.random_dim)
-                save_samples(e, sampler, noise, history, args)
+                scores = save_samples(e, sampler, noise, history, quality, scorer, args)
+                line += f"  | {describe_scores(scores)}" if scores else ""
+            print(line)
             save_checkpoint(checkpoint_path, variables, {
-                "epoch": e, "config": config, "history": history,
+                "epoch": e, "config": config, "history": history, "quality": quality,
                 "grid_rng": grid_rng.bit_generator.state})
     finally:
         for s, handler in handlers.items():
@@ -453,26 +501,159 @@ def train(x_train, source, args):
         return 130
     model_path = os.path.join(args.out_dir, "generator.keras")
     save_atomically(model_path, sampler.save)  # the temporary name keeps the .keras ending
-    print(f"Done: grids, losses.csv, gan_loss.png, progress.gif and generator.keras in {args.out_dir}/")
+    scored = ", quality.csv, quality.png" if scorer else ""
+    print(f"Done: grids, losses.csv, gan_loss.png{scored}, progress.gif and generator.keras in {args.out_dir}/")
     return 0
 
 
-def generate(model_path, out_path, seed):
-    """Draw a 10x10 grid from a saved generator; no training data needed."""
+def load_generator(model_path):
     if not os.path.isfile(model_path):
         raise UsageError(f"generator file {model_path} not found: pass the generator.keras "
                          "that a training run wrote to its --out-dir")
     try:
         generator = keras.models.load_model(model_path, compile=False)
-        random_dim = generator.input_shape[-1]
-        if generator.output_shape[-1] != 784:
-            raise ValueError("not a 784-pixel generator")
+        if len(generator.input_shape) != 2 or generator.output_shape[1:] != (784,):
+            raise ValueError("not a noise -> 784-pixel generator")
     except Exception as e:
         raise UsageError(f"cannot load a generator from {model_path} ({type(e).__name__}): pass "
                          "a generator.keras written by gan_mnist.py") from None
+    return generator
+
+
+def generate(model_path, out_path, seed):
+    """Draw a 10x10 grid from a saved generator; no training data needed."""
+    generator = load_generator(model_path)
+    random_dim = generator.input_shape[-1]
     noise = grid_noise(np.random.default_rng(seed), random_dim)  # = the training run's grids
     make_dirs(os.path.dirname(out_path) or ".")
     print(f"Wrote {plot_generated_images(generator, noise, out_path)}")
+    return 0
+
+
+# ------------------------------------------------------------- quality score (not in the tutorial)
+# A GAN's losses say little about its digits. A small CNN trained on MNIST (data/digit_classifier.npz,
+# made by data/make_digit_classifier.py) reads a fixed set of generated digits at every grid and
+# gives three numbers: the Frechet distance between its features of those digits and of real
+# held-out digits (as FID does with Inception's; lower is better, about 1 for real digits), a
+# classifier score (exp of the mean KL divergence between each digit's class probabilities and
+# their average, like the Inception score: 1 to 10, about 9.9 for real digits), and the share of
+# each digit class (real MNIST: 9-11% each; a GAN that collapses onto a few digits shows here).
+def get_digit_classifier():
+    """The scoring CNN: 784 pixels in [-1, 1] -> (64 features, 10 class probabilities)."""
+    images = keras.Input(shape=(784,))
+    x = layers.Reshape((28, 28, 1))(images)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    features = layers.Dense(64, activation="relu")(layers.Flatten()(x))
+    probabilities = layers.Dense(10, activation="softmax")(layers.Dropout(0.3)(features))
+    return keras.Model(images, [features, probabilities], name="digit_classifier")
+
+
+def frechet_distance(mean1, cov1, mean2, cov2_sqrt):
+    """|m1 - m2|^2 + tr(C1 + C2 - 2 (C2^1/2 C1 C2^1/2)^1/2), with C2^1/2 given."""
+    eigenvalues = np.linalg.eigvalsh(cov2_sqrt @ cov1 @ cov2_sqrt)
+    return float(np.sum((mean1 - mean2) ** 2) + np.trace(cov1) + np.trace(cov2_sqrt @ cov2_sqrt)
+                 - 2 * np.sum(np.sqrt(np.clip(eigenvalues, 0, None))))
+
+
+class DigitScorer:
+    """The bundled classifier and the statistics of the real held-out digits it compares with."""
+
+    def __init__(self, path):
+        fix = ("restore it with `git checkout -- data/digit_classifier.npz`, rebuild it with "
+               "data/make_digit_classifier.py, or pass --score-digits 0 to train without scores")
+        if not os.path.isfile(path):
+            raise UsageError(f"digit classifier {path} not found: {fix}")
+        self.model = get_digit_classifier()
+        try:
+            with np.load(path) as f:
+                weights = [f[f"w{i}"] for i in range(len(self.model.weights))]
+                self.mean, cov = f["reference_mean"].astype(np.float64), f["reference_cov"].astype(np.float64)
+                self.real = {k: float(f["real_" + k]) for k in ("frechet_distance", "classifier_score", "top_share")}
+        except Exception as e:
+            raise UsageError(f"digit classifier {path} is unreadable ({type(e).__name__}): {fix}") from None
+        if [w.shape for w in weights] != [tuple(w.shape) for w in self.model.weights]:
+            raise UsageError(f"digit classifier {path} does not fit 28x28 digits and this scoring "
+                             f"network (another input size or layout?): {fix}")
+        self.model.set_weights(weights)
+        eigenvalues, eigenvectors = np.linalg.eigh(cov)
+        self.cov_sqrt = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+        self.predict = tf.function(self.model)
+
+    def __call__(self, images):
+        """Scores of `images` (N, 784) in [-1, 1]: dict of frechet_distance, classifier_score,
+        shares (fraction of each class 0-9), top_class and top_share."""
+        features, p = (keras.ops.convert_to_numpy(t).astype(np.float64) for t in self.predict(images))
+        p = np.clip(p, 1e-12, 1.0)
+        kl = np.sum(p * (np.log(p) - np.log(p.mean(axis=0))), axis=1)
+        shares = np.bincount(p.argmax(axis=1), minlength=10) / len(p)
+        return {"frechet_distance": frechet_distance(features.mean(axis=0), np.cov(features, rowvar=False),
+                                                     self.mean, self.cov_sqrt),
+                "classifier_score": float(np.exp(kl.mean())), "shares": shares,
+                "top_class": int(shares.argmax()), "top_share": float(shares.max())}
+
+
+def score_noise(seed, random_dim, count):
+    """The noise the scores are drawn from: fixed for a seed, apart from the grids' stream."""
+    return np.random.default_rng((seed, 1)).normal(0, 1, size=(count, random_dim)).astype(np.float32)
+
+
+def score_generator(scorer, generator, noise):
+    return scorer(generator(noise, training=False))
+
+
+def describe_scores(scores):
+    return (f"FD {scores['frechet_distance']:.2f}  score {scores['classifier_score']:.2f}  "
+            f"most common: {scores['top_class']}s {scores['top_share']:.0%}")
+
+
+def quality_row(epoch, scores):
+    return [epoch, round(scores["frechet_distance"], 4), round(scores["classifier_score"], 4),
+            scores["top_class"], round(scores["top_share"], 4)] + [round(float(x), 4) for x in scores["shares"]]
+
+
+QUALITY_COLUMNS = ["epoch", "frechet_distance", "classifier_score", "top_class", "top_share"] + \
+    [f"share_{digit}" for digit in range(10)]
+
+
+def plot_quality(quality, real, path):
+    """Frechet distance, classifier score and the largest class share against the epoch; the
+    dashed lines are what real held-out digits score."""
+    rows = np.array(quality, dtype=np.float64)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, column, title in zip(axes, (1, 2, 4), ("Frechet distance (lower is better)",
+                                                   "classifier score (1 to 10, higher is better)",
+                                                   "share of the most common digit")):
+        ax.plot(rows[:, 0], rows[:, column], marker="o", markersize=3)
+        ax.axhline(real[QUALITY_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def write_quality_csv(quality, path):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([QUALITY_COLUMNS] + quality)
+    save_atomically(path, write)
+
+
+def score(model_path, seed, scorer, digits):
+    """--score: the quality score of a saved generator, beside real held-out digits'."""
+    generator = load_generator(model_path)
+    real = scorer.real
+    print(f"Real held-out MNIST digits (the top of the scale): FD {real['frechet_distance']:.2f}  "
+          f"score {real['classifier_score']:.2f}  most common digit {real['top_share']:.0%}")
+    scores = score_generator(scorer, generator, score_noise(seed, generator.input_shape[-1], digits))
+    print(f"{model_path} ({digits} digits, seed {seed}): {describe_scores(scores)}")
+    print("class shares: " + "  ".join(f"{d}: {x:.1%}" for d, x in enumerate(scores["shares"])))
     return 0
 
 
@@ -510,7 +691,14 @@ def get_args(argv=None):
     p.add_argument("--generate", metavar="PATH.keras",
                    help="only draw a grid from a saved generator (no training)")
     p.add_argument("--out", help="with --generate: the PNG to write [OUT_DIR/generated.png]")
+    p.add_argument("--score", metavar="PATH.keras",
+                   help="only print the quality score of a saved generator (no training)")
+    p.add_argument("--score-digits", type=int, default=SCORE_DIGITS,
+                   help="digits drawn to score the generator at every grid; 0 = no scores")
+    p.add_argument("--classifier", default=CLASSIFIER, help="the digit classifier that scores")
     args = p.parse_args(argv)
+    if args.score_digits < 0 or 0 < args.score_digits < 100:
+        p.error(f"--score-digits must be 0 (no scores) or at least 100, not {args.score_digits}")
     for flag in ("epochs", "batch_size", "sample_every", "limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -534,6 +722,9 @@ def main(argv=None):
         if args.generate:
             return generate(args.generate, args.out or os.path.join(args.out_dir, "generated.png"),
                             args.seed)
+        scorer = DigitScorer(args.classifier) if args.score or args.score_digits else None
+        if args.score:
+            return score(args.score, args.seed, scorer, args.score_digits or SCORE_DIGITS)
         make_dirs(args.out_dir, args.checkpoint_dir)
         print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if v is not None))
         keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow
@@ -543,7 +734,11 @@ def main(argv=None):
                              "training digits: lower --batch-size or raise --limit")
         print(f"Training on {len(x_train)} digits ({source}), "
               f"{len(x_train) // args.batch_size} steps per epoch.")
-        return train(x_train, source, args)
+        if scorer:
+            real = scorer.real
+            print(f"Scoring {args.score_digits} digits at every grid; real held-out digits score "
+                  f"FD {real['frechet_distance']:.2f}, score {real['classifier_score']:.2f}.")
+        return train(x_train, source, scorer, args)
     except UsageError as e:
         print(f"gan_mnist.py: error: {e}", file=sys.stderr)
         return 2

@@ -36,6 +36,10 @@ def test_stopped_then_resumed_equals_uninterrupted(main, run, tmp_path, capsys):
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from" in resumed.stdout and "after epoch 1" in resumed.stdout
     assert losses(tmp_path / "out") == losses(tmp_path / "full") and len(losses(tmp_path / "out")) == 3
+    for name in ("quality.csv", "losses.csv"):  # scores of epochs 1 and 3; the history came back
+        rows = (tmp_path / "out" / name).read_text().splitlines()
+        assert [r.split(",")[0] for r in rows] == ["epoch", "1", "3"] if name == "quality.csv" else len(rows) == 4
+    assert (tmp_path / "out" / "quality.csv").read_text() == (tmp_path / "full" / "quality.csv").read_text()
     # every variable: both networks, the EMA copy, optimizer slots, random states
     assert same_arrays(checkpoint(tmp_path / "ck" / "checkpoint.npz"),
                        checkpoint(tmp_path / "full_ck" / "checkpoint.npz"))

@@ -1,0 +1,109 @@
+"""The quality score: the bundled digit classifier, its numbers, quality.csv/png, --score."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import gan_mnist
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return gan_mnist.DigitScorer(gan_mnist.CLASSIFIER)
+
+
+def quality(out_dir):
+    with open(os.path.join(out_dir, "quality.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_classifier_file_is_small_and_says_where_it_came_from():
+    assert os.path.getsize(gan_mnist.CLASSIFIER) < 1_000_000
+    with np.load(gan_mnist.CLASSIFIER) as f:
+        assert float(f["test_accuracy"]) >= 0.99
+        assert "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db" in str(f["source"])
+
+
+def test_real_digits_beat_noise_blank_and_shuffled_digits(scorer):
+    x_train, _ = gan_mnist.load_mnist_data("subset")
+    rng = np.random.default_rng(0)
+    real = scorer(x_train[:2000])
+    bad = {"noise": scorer(rng.uniform(-1, 1, (2000, 784)).astype(np.float32)),
+           "blank": scorer(np.full((2000, 784), -1.0, np.float32)),
+           "shuffled": scorer(np.stack([digit[rng.permutation(784)] for digit in x_train[:2000]]))}
+    assert real["frechet_distance"] < 10 and real["classifier_score"] > 9
+    assert real["top_share"] < 0.15  # the bundled digits are 500 of each class
+    for name, scores in bad.items():
+        assert scores["frechet_distance"] > 30 * real["frechet_distance"], name
+        assert scores["classifier_score"] < 1.5, name
+    assert bad["blank"]["top_share"] == 1.0
+    for scores in [real, *bad.values()]:
+        assert scores["shares"].shape == (10,) and scores["shares"].sum() == pytest.approx(1.0)
+        assert scores["top_share"] == scores["shares"].max()
+        assert 1.0 <= scores["classifier_score"] <= 10.0
+
+
+def test_a_young_generator_scores_in_between(main, tmp_path, scorer):
+    """Raw generator after 14 epochs of the subset: digit-like strokes, not yet digits."""
+    assert main("--epochs", "14", "--sample-every", "7", "--data", "subset", "--ema-decay", "0") == 0
+    rows = quality(tmp_path / "out")
+    assert [row["epoch"] for row in rows] == ["1", "7", "14"]
+    first, last = rows[0], rows[-1]
+    assert float(last["frechet_distance"]) < float(first["frechet_distance"]) - 50
+    x_train, _ = gan_mnist.load_mnist_data("subset")
+    real = scorer(x_train[:2000])
+    shuffled = scorer(np.stack([d[np.random.default_rng(1).permutation(784)] for d in x_train[:2000]]))
+    assert real["frechet_distance"] < float(last["frechet_distance"]) < shuffled["frechet_distance"]
+    assert shuffled["classifier_score"] < float(last["classifier_score"]) < real["classifier_score"]
+
+
+def test_scores_are_deterministic_and_score_flag_repeats_the_runs_last(main, tmp_path, scorer, capsys):
+    assert main("--epochs", "2", "--sample-every", "1000", *TINY) == 0
+    rows = quality(tmp_path / "out")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert list(rows[0]) == gan_mnist.QUALITY_COLUMNS
+    for row in rows:
+        assert sum(float(row[f"share_{d}"]) for d in range(10)) == pytest.approx(1.0, abs=1e-3)
+    generator = gan_mnist.load_generator(str(tmp_path / "out" / "generator.keras"))
+    noise = gan_mnist.score_noise(10, 100, 2000)
+    a, b = (gan_mnist.score_generator(scorer, generator, noise) for _ in range(2))
+    assert a["frechet_distance"] == b["frechet_distance"] and np.array_equal(a["shares"], b["shares"])
+    assert gan_mnist.quality_row(2, a)[1:] == [float(v) if "." in v else int(v) for v in list(rows[-1].values())[1:]]
+    capsys.readouterr()
+    assert main("--score", str(tmp_path / "out" / "generator.keras")) == 0
+    out = capsys.readouterr().out
+    assert "Real held-out MNIST digits (the top of the scale): FD 2." in out
+    assert f"FD {a['frechet_distance']:.2f}  score {a['classifier_score']:.2f}" in out
+    assert (tmp_path / "out" / "quality.png").stat().st_size > 10_000
+    with np.load(tmp_path / "ck" / "checkpoint.npz") as f:
+        assert len(json.loads(str(f["meta"]))["quality"]) == 2
+
+
+def test_no_scores_with_score_digits_0(main, tmp_path, capsys):
+    assert main("--epochs", "1", *TINY, "--score-digits", "0") == 0
+    assert not (tmp_path / "out" / "quality.csv").exists()
+    assert "FD" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not_npz", "other_input_size"])
+def test_bad_classifier_file_exits_2(main, tmp_path, capsys, damage):
+    path = tmp_path / "classifier.npz"
+    data = open(gan_mnist.CLASSIFIER, "rb").read()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 3])
+    elif damage == "not_npz":
+        path.write_text("hello")
+    elif damage == "other_input_size":
+        with np.load(gan_mnist.CLASSIFIER) as f:
+            arrays = dict(f)
+        arrays["w6"] = np.zeros((5 * 5 * 64 * 4, 64), np.float32)  # a dense layer for 32x32 inputs
+        np.savez(path, **arrays)
+    for flags in (["--epochs", "1", *TINY], ["--score", "any.keras"]):
+        assert main(*flags, "--classifier", str(path)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"digit classifier {path}" in err
+        assert "--score-digits 0" in err
+    assert not (tmp_path / "out").exists()
