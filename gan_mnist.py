@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -41,7 +42,7 @@ from PIL import Image  # noqa: E402  (installed with matplotlib)
 from tqdm import tqdm  # noqa: E402
 
 # ---- data
-DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset when offline; "mnist"; "subset"; or an .npz path
+DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset offline; "mnist"; "subset"; an .npz or idx folder
 LIMIT = None  # train on the first LIMIT digits only (quick tries); None = all of them
 SUBSET_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist_5k.npz")
 # ---- model
@@ -61,8 +62,8 @@ SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the l
 FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
 SCORE_DIGITS = 2000  # digits drawn to score the generator at every grid (below); 0 = no scores
 CLASSIFIER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digit_classifier.npz")
-OUT_DIR = "samples"  # grids, losses.csv, gan_loss.png, progress.gif, generator.keras
-CHECKPOINT_DIR = "checkpoints"  # checkpoint.npz, rewritten after every epoch, for --resume
+OUT_DIR = "samples/{data}"  # grids, losses, scores, GIF, generator.keras; {data}: mnist, subset, ...
+CHECKPOINT_DIR = "checkpoints/{data}"  # checkpoint.npz, rewritten after every epoch, for --resume
 
 
 class UsageError(Exception):
@@ -78,20 +79,40 @@ def save_atomically(path, write):
 
 
 # ---------------------------------------------------------------------------- load data
+MNIST_SHA256 = "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"  # train-images-idx3-ubyte
+
+
+def is_full_mnist(x_train):
+    """True when the digits are MNIST's 60,000 training digits in their order, whatever the file."""
+    header = b"".join(n.to_bytes(4, "big") for n in (2051, 60000, 28, 28))
+    return (x_train.shape == (60000, 28, 28)
+            and hashlib.sha256(header + x_train.tobytes()).hexdigest() == MNIST_SHA256)
+
+
+def check_digits(x_train, where):
+    """MNIST's layout: N 28x28 images of integers 0..255. Returns them as uint8."""
+    if x_train.ndim != 3 or x_train.shape[1:] != (28, 28) or len(x_train) == 0:
+        raise UsageError(f"{where} has shape {x_train.shape}, expected (N, 28, 28)")
+    if x_train.dtype != np.uint8:
+        if x_train.dtype.kind not in "iu" or x_train.min() < 0 or x_train.max() > 255:
+            raise UsageError(f"{where} holds {x_train.dtype} values, expected integers 0..255 as in "
+                             "MNIST: save the digits as uint8 (times 255 if they are in 0..1)")
+        x_train = x_train.astype(np.uint8)
+    return x_train
+
+
 def read_npz_digits(path):
     """x_train from an .npz laid out like Keras' mnist.npz: uint8 digits of shape (N, 28, 28)."""
     if not os.path.isfile(path):
-        raise UsageError(f"data file {path} not found: pass --data auto, mnist, subset "
-                         "or the path of an .npz like Keras' mnist.npz")
+        raise UsageError(f"data file {path} not found: pass --data auto, mnist, subset, the path "
+                         "of an .npz like Keras' mnist.npz or a folder of MNIST's idx files")
     try:
         with np.load(path) as f:
             x_train = f["x_train"]
     except Exception as e:
         raise UsageError(f"cannot read digits from {path} ({type(e).__name__}): it must be an "
                          "intact .npz like Keras' mnist.npz with an x_train array") from None
-    if x_train.ndim != 3 or x_train.shape[1:] != (28, 28) or len(x_train) == 0:
-        raise UsageError(f"x_train in {path} has shape {x_train.shape}, expected (N, 28, 28)")
-    return x_train
+    return check_digits(x_train, f"x_train in {path}")
 
 
 def read_idx(path, magic, shape):
@@ -130,7 +151,8 @@ def find_idx(folder, name):
 
 def load_mnist_data(data, limit=None):
     """The tutorial's load_minst_data (typo fixed). Returns (digits in [-1, 1] of shape (N, 784),
-    the source actually used: "mnist", "subset" or the .npz path)."""
+    the source actually used: "mnist" (also for a file or folder holding exactly MNIST's training
+    digits), "subset", or the path)."""
     if data in ("auto", "mnist"):
         try:
             (x_train, _), _ = keras.datasets.mnist.load_data()  # downloaded once, then cached
@@ -144,8 +166,14 @@ def load_mnist_data(data, limit=None):
             x_train, source = read_npz_digits(SUBSET_PATH), "subset"
     elif data == "subset":
         x_train, source = read_npz_digits(SUBSET_PATH), "subset"
+    elif os.path.isdir(data):
+        x_train = read_idx(find_idx(data, "train-images-idx3-ubyte"), 2051, (None, 28, 28))
+        source = "mnist" if is_full_mnist(x_train) else os.path.abspath(data)
     else:
-        x_train, source = read_npz_digits(data), os.path.abspath(data)
+        x_train = read_npz_digits(data)
+        source = "mnist" if is_full_mnist(x_train) else os.path.abspath(data)
+    if limit and limit > len(x_train):
+        print(f"--limit {limit} is more than the {len(x_train)} digits there: training on all of them.")
     x_train = x_train[:limit]
     # normalize our inputs to be in the range [-1, 1], one 784-pixel row per digit
     x_train = (x_train.astype(np.float32) - 127.5) / 127.5
@@ -468,7 +496,8 @@ def train(x_train, source, scorer, args):
     try:
         for e in range(start, args.epochs + 1):
             started, d_sum, g_sum = time.perf_counter(), 0.0, 0.0
-            bar = tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False)
+            bar = tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False,
+                       disable=None)  # a bar on a terminal only; logs get the epoch lines
             for _ in bar:
                 d_loss, g_loss = (float(loss) for loss in train_step())
                 d_sum, g_sum = d_sum + d_loss, g_sum + g_loss
@@ -658,6 +687,14 @@ def score(model_path, seed, scorer, digits):
 
 
 # ------------------------------------------------------------------------------ command line
+def data_name(source, limit):
+    """What {data} in OUT_DIR and CHECKPOINT_DIR stands for: mnist, subset, a file or folder name,
+    with -first<N> for --limit N: one folder per training set, never two sets' files in one."""
+    name = source if source in ("mnist", "subset") else \
+        os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    return f"{name}-first{limit}" if limit else name
+
+
 def make_dirs(*paths):
     for path in paths:
         try:
@@ -690,7 +727,7 @@ def get_args(argv=None):
                    help="bfloat16: Keras mixed precision, faster on CPUs with AMX or AVX512-BF16")
     p.add_argument("--generate", metavar="PATH.keras",
                    help="only draw a grid from a saved generator (no training)")
-    p.add_argument("--out", help="with --generate: the PNG to write [OUT_DIR/generated.png]")
+    p.add_argument("--out", help="with --generate: the PNG to write [generated.png beside the model]")
     p.add_argument("--score", metavar="PATH.keras",
                    help="only print the quality score of a saved generator (no training)")
     p.add_argument("--score-digits", type=int, default=SCORE_DIGITS,
@@ -720,18 +757,20 @@ def main(argv=None):
     args = get_args(argv)
     try:
         if args.generate:
-            return generate(args.generate, args.out or os.path.join(args.out_dir, "generated.png"),
-                            args.seed)
+            out = args.out or os.path.join(os.path.dirname(args.generate), "generated.png")
+            return generate(args.generate, out, args.seed)
         scorer = DigitScorer(args.classifier) if args.score or args.score_digits else None
         if args.score:
             return score(args.score, args.seed, scorer, args.score_digits or SCORE_DIGITS)
-        make_dirs(args.out_dir, args.checkpoint_dir)
-        print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if v is not None))
-        keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow
         x_train, source = load_mnist_data(args.data, args.limit)
         if args.batch_size > len(x_train):
             raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
                              "training digits: lower --batch-size or raise --limit")
+        name = data_name(source, args.limit if len(x_train) == args.limit else None)
+        args.out_dir, args.checkpoint_dir = (d.replace("{data}", name) for d in (args.out_dir, args.checkpoint_dir))
+        make_dirs(args.out_dir, args.checkpoint_dir)
+        print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if v is not None))
+        keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow
         print(f"Training on {len(x_train)} digits ({source}), "
               f"{len(x_train) // args.batch_size} steps per epoch.")
         if scorer:

@@ -27,6 +27,8 @@ def test_smoke_one_tiny_epoch(run, tmp_path):
         assert (out / name).stat().st_size > 1000, name
     assert (tmp_path / "ck" / "checkpoint.npz").exists()
     assert "Epoch 1/1: d_loss" in result.stdout
+    # not a terminal (a log file, a pipe): no progress bar, so every line of the log is readable
+    assert "\r" not in result.stderr + result.stdout and "it/s" not in result.stderr
     assert not [p for p in os.listdir(out) if p.startswith(".tmp")], "temporary files left behind"
     assert sorted(os.listdir(tmp_path)) == ["ck", "out"]  # nothing written to the working folder
 
@@ -90,7 +92,8 @@ def test_constants_are_the_defaults(monkeypatch):
     monkeypatch.setattr(gan_mnist, "EPOCHS", 7)  # as if edited at the top of the file
     args = gan_mnist.get_args([])
     assert (args.epochs, args.batch_size, args.sample_every, args.seed, args.data) == (7, 128, 20, 10, "auto")
-    assert (args.out_dir, args.checkpoint_dir, args.ema_decay, args.limit) == ("samples", "checkpoints", 0.999, None)
+    assert (args.out_dir, args.checkpoint_dir, args.ema_decay, args.limit) == ("samples/{data}", "checkpoints/{data}", 0.999, None)
+    assert (args.precision, args.score_digits) == ("float32", 2000)
     assert gan_mnist.get_args(["--epochs", "3"]).epochs == 3
 
 
