@@ -8,11 +8,12 @@ one-sided label smoothing; a 10x10 grid of generated digits is saved every SAMPL
     python gan_mnist.py                                # the tutorial's run: 400 epochs
     python gan_mnist.py --epochs 1 --limit 256 --batch-size 32 --out-dir /tmp/try   # seconds
     python gan_mnist.py --resume                       # continue a stopped run
-    python gan_mnist.py --generate samples/generator.keras --out digits.png
+    python gan_mnist.py --generate samples/mnist/generator.keras --out digits.png
+    python gan_mnist.py --score samples/mnist/generator.keras   # how good are its digits?
 
-Grids, losses.csv, gan_loss.png, progress.gif and generator.keras go to OUT_DIR (samples/),
-the checkpoint to CHECKPOINT_DIR (checkpoints/). Edit the constants below or pass the flag of
-the same name (`--help` lists them).
+Grids, losses, quality scores, progress.gif and generator.keras go to OUT_DIR (samples/mnist/,
+or samples/subset/ offline), the checkpoint to CHECKPOINT_DIR (checkpoints/...). Edit the
+constants below or pass the flag of the same name (`--help` lists them).
 """
 import argparse
 import contextlib
@@ -23,10 +24,14 @@ import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while TensorFlow loads: stop at once, quietly
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: (print("Stopped while starting; nothing was written."), os._exit(130)))
 os.environ["KERAS_BACKEND"] = "tensorflow"  # the tutorial's backend; the train step is TensorFlow
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up messages
 
@@ -70,12 +75,8 @@ class UsageError(Exception):
     """Bad input: main() prints the message as one line and exits with code 2."""
 
 
-def save_atomically(path, write):
-    """Call write(tmp_path), then rename over `path`: a crash leaves the old file or the new one."""
-    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path))
-    write(tmp)
-    os.replace(tmp, path)
-    return path
+class RunFailed(Exception):
+    """The run could not go on (a write failed, training diverged): one line, exit code 1."""
 
 
 # ---------------------------------------------------------------------------- load data
@@ -343,7 +344,7 @@ def make_train_step(generator, discriminator, gan, x_train, batch_size, random_d
     return train_step
 
 
-# ------------------------------------------------------------------------- pictures and files
+# --------------------------------------------------------------------- the grid of generated digits
 def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)):
     """The tutorial's 10x10 grid (1000x1000 pixels), written atomically to `path`."""
     generated_images = keras.ops.convert_to_numpy(generator(noise, training=False))
@@ -361,6 +362,244 @@ def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)
     return save_atomically(path, lambda tmp: Image.open(png).convert("L").save(tmp, format="PNG"))
 
 
+def grid_noise(rng, random_dim):
+    return rng.normal(0, 1, size=(100, random_dim)).astype(np.float32)
+
+
+# -------------------------------------------------------------------------------------- train
+def train(x_train, source, scorer, stop, args):
+    """Build the three models and train them as the tutorial does. Returns the exit code."""
+    batch_count = len(x_train) // args.batch_size  # steps per epoch
+    with precision_policy(args.precision):  # the layers built here compute in this precision
+        generator = get_generator(args.random_dim)
+        discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1))
+        gan = get_gan_network(discriminator, args.random_dim, generator,
+                              get_optimizer(args.learning_rate, args.beta_1))
+    ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None
+    rng = keras.random.SeedGenerator(args.seed)
+    train_step = make_train_step(generator, discriminator, gan, x_train, args.batch_size,
+                                 args.random_dim, args.real_label, rng, ema_generator,
+                                 args.ema_decay)
+    # BOOKKEEPING: losses, grids, scores, checkpoint and files live in `run` (see Run below)
+    run = Run(args, source, len(x_train), generator, discriminator, gan, ema_generator, rng, scorer)
+    start = run.start()  # 1, or the epoch after the checkpoint's with --resume
+    stop.defer()  # from here Ctrl-C / SIGTERM ends the run after the current step
+
+    for e in range(start, args.epochs + 1):
+        started, d_sum, g_sum = time.perf_counter(), 0.0, 0.0
+        bar = tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False,
+                   disable=None)  # a bar on a terminal only; logs get the epoch lines
+        for step in bar:
+            d_loss, g_loss = (float(loss) for loss in train_step())
+            if not (0 <= d_loss < 100 and 0 <= g_loss < 100):  # NaN, inf, or a saturated sigmoid
+                run.diverged(e, step + 1, d_loss, g_loss)  # stops: one line, exit code 1
+            d_sum, g_sum = d_sum + d_loss, g_sum + g_loss
+            bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
+            if stop.requested:
+                break
+        bar.close()
+        if stop.requested:
+            return run.stopped(e)
+        # BOOKKEEPING: epoch means, the grid and scores at sample epochs, the checkpoint
+        run.end_epoch(e, d_sum / batch_count, g_sum / batch_count, time.perf_counter() - started)
+    return run.finish()  # losses, plots, GIF and generator.keras
+
+
+# ------------------------------------------------ bookkeeping: files, checkpoint, signals, locks
+class Run:
+    """What a training run keeps besides its models: the loss and score history, the grid and
+    score noise, the checkpoint and the files in OUT_DIR. train() calls it at marked places."""
+
+    def __init__(self, args, source, digits, generator, discriminator, gan, ema_generator, rng, scorer):
+        self.args, self.scorer = args, scorer
+        self.sampler = ema_generator or generator  # what draws the grids and generator.keras
+        self.variables = (generator.variables + discriminator.variables
+                          + discriminator.optimizer.variables + gan.optimizer.variables
+                          + (ema_generator.variables if ema_generator else []) + [rng.state])
+        self.config = {"batch_size": args.batch_size, "data": source, "digits": digits,
+                       "random_dim": args.random_dim, "seed": args.seed,
+                       "learning_rate": args.learning_rate, "beta_1": args.beta_1,
+                       "real_label": args.real_label, "ema_decay": args.ema_decay,
+                       "fixed_noise": args.fixed_noise, "precision": args.precision}
+        self.grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
+        self.fixed_noise = grid_noise(self.grid_rng, args.random_dim)
+        self.score_noise = score_noise(args.seed, args.random_dim, args.score_digits)
+        self.checkpoint = os.path.join(args.checkpoint_dir, "checkpoint.npz")
+        self.history, self.quality = [], []  # (epoch, d_loss, g_loss, seconds); QUALITY_COLUMNS
+        self.saved_epoch = 0  # the epoch the checkpoint on disk holds (0: none from this run)
+        self.trained = False  # whether this process trained an epoch
+
+    def out(self, name):
+        return os.path.join(self.args.out_dir, name)
+
+    def start(self):
+        """Check the folders have room, load the checkpoint with --resume; the first epoch to train."""
+        targets = [self.checkpoint] + [self.out(n) for n in ("losses.csv", "gan_loss.png", "progress.gif",
+                                                             "quality.csv", "quality.png", "generator.keras")]
+        for path in targets:
+            if os.path.exists(path) and not os.path.isfile(path):
+                raise UsageError(f"{path} is a folder, not a file: move it away or pick another folder")
+        size = sum(v.numpy().nbytes for v in self.variables) + (1 << 20)
+        check_free_space({self.args.checkpoint_dir: size * (1 if os.path.isfile(self.checkpoint) else 2),
+                          self.args.out_dir: size // 2 + (30 << 20)})
+        if self.args.resume:
+            meta = load_checkpoint(self.checkpoint, self.variables, self.config)
+            self.history, self.quality = [tuple(row) for row in meta["history"]], meta["quality"]
+            self.grid_rng.bit_generator.state = meta["grid_rng"]
+            self.saved_epoch = meta["epoch"]
+            print(f"Resuming from {self.checkpoint} after epoch {meta['epoch']}.")
+            self.redraw_missing_grids()
+        elif os.path.exists(self.checkpoint):
+            print(f"Starting a new run: {self.checkpoint} will be replaced (use --resume to continue it).")
+        return self.saved_epoch + 1
+
+    def redraw_missing_grids(self):
+        """Resuming into a folder without the earlier grids (another --out-dir): the checkpoint's
+        own epoch can be redrawn exactly (same weights, same fixed noise); earlier ones cannot."""
+        epoch, path = self.saved_epoch, grid_path(self.args.out_dir, self.saved_epoch)
+        if self.is_sample_epoch(epoch) and self.args.fixed_noise and not os.path.exists(path):
+            with self.writing():
+                plot_generated_images(self.sampler, self.fixed_noise, path)
+        missing = [k for k in self.sample_epochs(epoch) if not os.path.exists(grid_path(self.args.out_dir, k))]
+        if missing:
+            print(f"Note: {self.args.out_dir} lacks the grids of epochs {', '.join(map(str, missing))}, which "
+                  "the checkpoint cannot redraw (it keeps only the latest weights): progress.gif will "
+                  "start later. losses.csv and quality.csv will be complete.")
+
+    def is_sample_epoch(self, epoch):
+        return epoch == 1 or epoch % self.args.sample_every == 0 or epoch == self.args.epochs
+
+    def sample_epochs(self, last):
+        return [k for k in range(1, last + 1) if self.is_sample_epoch(k)]
+
+    def end_epoch(self, epoch, d_loss, g_loss, seconds):
+        """Record the epoch; at sample epochs the grid, scores, plots and GIF; then the checkpoint."""
+        self.history.append((epoch, d_loss, g_loss, round(seconds, 3)))
+        line = f"Epoch {epoch}/{self.args.epochs}: d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  {seconds:.1f}s"
+        with self.writing():
+            write_csv(self.out("losses.csv"), ("epoch", "d_loss", "g_loss", "seconds"), self.history)
+            if self.is_sample_epoch(epoch):
+                noise = self.fixed_noise if self.args.fixed_noise else grid_noise(self.grid_rng, self.args.random_dim)
+                plot_generated_images(self.sampler, noise, grid_path(self.args.out_dir, epoch))
+                if self.scorer:
+                    scores = score_generator(self.scorer, self.sampler, self.score_noise)
+                    self.quality.append(quality_row(epoch, scores))
+                    line += f"  | {describe_scores(scores)}"
+                self.write_plots(epoch)
+            print(line)
+            arrays = [v.numpy() for v in self.variables]
+            if not all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f"):
+                self.diverged(epoch, None, d_loss, g_loss)
+            save_checkpoint(self.checkpoint, arrays, {
+                "epoch": epoch, "config": self.config, "history": self.history,
+                "quality": self.quality, "grid_rng": self.grid_rng.bit_generator.state})
+        self.saved_epoch, self.trained = epoch, True
+
+    def write_plots(self, last):
+        """The loss and score curves, quality.csv and the GIF of every grid up to epoch `last`."""
+        plot_loss(self.history, self.out("gan_loss.png"))
+        if self.quality:
+            write_csv(self.out("quality.csv"), QUALITY_COLUMNS, self.quality)
+            plot_quality(self.quality, self.scorer.real if self.scorer else None, self.out("quality.png"))
+        grids = [grid_path(self.args.out_dir, k) for k in self.sample_epochs(last)]
+        grids = [p for p in grids if os.path.exists(p)]
+        if grids:
+            save_gif(grids, self.out("progress.gif"))
+
+    def finish(self):
+        """The run's final files, all rewritten from the checkpoint's history and weights, so that
+        --resume of a finished run restores any that a crash or kill left missing."""
+        done = self.saved_epoch
+        with self.writing():
+            write_csv(self.out("losses.csv"), ("epoch", "d_loss", "g_loss", "seconds"), self.history)
+            self.write_plots(done)
+            save_atomically(self.out("generator.keras"), self.sampler.save)  # tmp name keeps .keras
+        if not self.trained:  # --resume of a finished run
+            print(f"The checkpoint already holds epoch {done} (--epochs {self.args.epochs}): wrote the "
+                  "run's final files from it. Raise --epochs to train further.")
+        grids = sum(os.path.exists(grid_path(self.args.out_dir, k)) for k in self.sample_epochs(done))
+        files = [n for n in ("losses.csv", "gan_loss.png", "quality.csv", "quality.png", "progress.gif",
+                             "generator.keras") if os.path.exists(self.out(n))]
+        print(f"Done: {grids} grids, {', '.join(files)} in {self.args.out_dir}/")
+        return 0
+
+    def command(self, resume=True):
+        argv = [a for a in self.args.argv if a != "--resume"] + (["--resume"] if resume else [])
+        return shlex.join(["python", self.args.script] + argv)
+
+    def stopped(self, epoch):
+        if self.saved_epoch == 0:
+            print(f"Stopped during epoch {epoch}, before the first checkpoint: there is nothing to "
+                  f"resume. Start again with: {self.command(resume=False)}")
+        else:
+            print(f"Stopped during epoch {epoch}; the checkpoint holds epoch {self.saved_epoch}. "
+                  f"Resume with: {self.command()}")
+        return 130
+
+    def diverged(self, epoch, step, d_loss, g_loss):
+        where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch} (a weight is not finite)"
+        kept = f"the checkpoint keeps epoch {self.saved_epoch}, the last good one" if self.saved_epoch else \
+            "no checkpoint was written"
+        raise RunFailed(f"training diverged at {where} (d_loss {d_loss:.4g}, g_loss {g_loss:.4g}); {kept}: "
+                        f"lower the learning rate (LEARNING_RATE is {self.args.learning_rate}) or check the "
+                        "data, then start again")
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A failed write: one line that says what the checkpoint still holds."""
+        try:
+            yield
+        except WriteFailed as e:
+            then = f"then resume with: {self.command()}" if self.saved_epoch else "then start again"
+            raise RunFailed(f"{e}; the checkpoint holds epoch {self.saved_epoch}: free some space or "
+                            f"fix the folder, {then}") from None
+
+
+class WriteFailed(Exception):
+    """A file could not be written; its temporary was removed and the old file left as it was."""
+
+
+def fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_atomically(path, write):
+    """Call write(tmp), flush tmp to disk, rename it over `path`, flush the folder (as databases
+    do): after a crash or power cut `path` is the old file or the new one, never a part. The
+    temporary's name is this process's own. A failure removes it and raises WriteFailed."""
+    folder = os.path.dirname(path) or "."
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        write(tmp)
+        fsync(tmp)
+        os.replace(tmp, path)
+    except Exception as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise WriteFailed(f"cannot write {path} ({getattr(e, 'strerror', None) or e})") from None
+    with contextlib.suppress(OSError):  # some systems cannot sync a folder; the rename is done
+        fsync(folder)
+    return path
+
+
+def check_free_space(needs):
+    """needs: {folder: bytes}. Folders on one disk add up. Refuse to start when a run's files,
+    the checkpoint written beside the old one included, would not fit."""
+    by_disk = {}
+    for folder, need in needs.items():
+        by_disk.setdefault(os.stat(folder).st_dev, [folder, 0])[1] += need
+    for folder, need in by_disk.values():
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise UsageError(f"only {free / 1e6:.0f} MB free for {folder}, and a run needs about "
+                             f"{need / 1e6:.0f} MB there (the checkpoint is rewritten beside the old "
+                             "one): free some space or pick another folder")
+
+
 def plot_loss(history, path):
     """Both losses (means over each epoch's steps) against the epoch."""
     epochs, d_loss, g_loss = (np.array([row[i] for row in history]) for i in range(3))
@@ -371,14 +610,16 @@ def plot_loss(history, path):
     ax.set_ylabel("binary cross-entropy (epoch mean)")
     ax.legend()
     fig.tight_layout()
-    save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    try:
+        save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
 
 
-def write_losses_csv(history, path):
+def write_csv(path, columns, rows):
     def write(tmp):
         with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([("epoch", "d_loss", "g_loss", "seconds")] + history)
+            csv.writer(f).writerows([columns] + list(rows))
     save_atomically(path, write)
 
 
@@ -390,41 +631,16 @@ def save_gif(grid_paths, path, size=300):
         tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
 
 
-def grid_noise(rng, random_dim):
-    return rng.normal(0, 1, size=(100, random_dim)).astype(np.float32)
-
-
 def grid_path(out_dir, epoch):
     return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
 
 
-def is_sample_epoch(epoch, args):
-    return epoch == 1 or epoch % args.sample_every == 0 or epoch == args.epochs
-
-
-def save_samples(epoch, sampler, noise, history, quality, scorer, args):
-    """At a sample epoch: the grid, the scores, the loss and score curves and the GIF of every
-    grid so far. Returns the scores (None without a scorer)."""
-    plot_generated_images(sampler, noise, grid_path(args.out_dir, epoch))
-    plot_loss(history, os.path.join(args.out_dir, "gan_loss.png"))
-    grids = [grid_path(args.out_dir, k) for k in range(1, epoch + 1) if is_sample_epoch(k, args)]
-    save_gif([p for p in grids if os.path.exists(p)], os.path.join(args.out_dir, "progress.gif"))
-    if scorer is None:
-        return None
-    scores = score_generator(scorer, sampler, args.score_noise)
-    quality.append(quality_row(epoch, scores))
-    write_quality_csv(quality, os.path.join(args.out_dir, "quality.csv"))
-    plot_quality(quality, scorer.real, os.path.join(args.out_dir, "quality.png"))
-    return scores
-
-
-def save_checkpoint(path, variables, meta):
-    """Every variable (weights, optimizer slots, random states) plus the JSON `meta`, in one
-    .npz written atomically."""
-    arrays = {f"v{i}": v.numpy() for i, v in enumerate(variables)}
+def save_checkpoint(path, arrays, meta):
+    """Every variable's value (weights, optimizer slots, random states) plus the JSON `meta`, in
+    one .npz written atomically."""
     def write(tmp):
         with open(tmp, "wb") as f:
-            np.savez(f, meta=json.dumps(meta), **arrays)
+            np.savez(f, meta=json.dumps(meta), **{f"v{i}": a for i, a in enumerate(arrays)})
     save_atomically(path, write)
 
 
@@ -438,6 +654,8 @@ def load_checkpoint(path, variables, expected):
         with np.load(path) as f:
             meta = json.loads(str(f["meta"]))
             arrays = [f[f"v{i}"] for i in range(len(variables))]
+        for key in ("epoch", "config", "history", "quality", "grid_rng"):
+            meta[key]  # noqa: B018  (a KeyError: a checkpoint of another version, or damaged)
     except Exception as e:
         raise UsageError(f"checkpoint {path} is unreadable ({type(e).__name__}): delete it and "
                          "start again without --resume") from None
@@ -452,111 +670,51 @@ def load_checkpoint(path, variables, expected):
     return meta
 
 
-# -------------------------------------------------------------------------------------- train
-def train(x_train, source, scorer, args):
-    """Build the three models and train them as the tutorial does. Returns the exit code."""
-    batch_count = len(x_train) // args.batch_size  # steps per epoch
-    with precision_policy(args.precision):  # the layers built here compute in this precision
-        generator = get_generator(args.random_dim)
-        discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1))
-        gan = get_gan_network(discriminator, args.random_dim, generator,
-                              get_optimizer(args.learning_rate, args.beta_1))
-    ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None
-    rng = keras.random.SeedGenerator(args.seed)
-    train_step = make_train_step(generator, discriminator, gan, x_train, args.batch_size,
-                                 args.random_dim, args.real_label, rng, ema_generator,
-                                 args.ema_decay)
-    sampler = ema_generator or generator
-    variables = (generator.variables + discriminator.variables + discriminator.optimizer.variables
-                 + gan.optimizer.variables + (ema_generator.variables if ema_generator else [])
-                 + [rng.state])
-    config = {"batch_size": args.batch_size, "data": source, "digits": len(x_train),
-              "random_dim": args.random_dim, "seed": args.seed, "learning_rate": args.learning_rate,
-              "beta_1": args.beta_1, "real_label": args.real_label, "ema_decay": args.ema_decay,
-              "fixed_noise": args.fixed_noise, "precision": args.precision}
-    grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
-    fixed_noise = grid_noise(grid_rng, args.random_dim)
-    checkpoint_path = os.path.join(args.checkpoint_dir, "checkpoint.npz")
-    args.score_noise = score_noise(args.seed, args.random_dim, args.score_digits)
-    history, quality, start = [], [], 1  # one (epoch, d_loss, g_loss, seconds) row per epoch;
-    if args.resume:                      # one row of QUALITY_COLUMNS per sample epoch
-        meta = load_checkpoint(checkpoint_path, variables, config)
-        history, start = [tuple(row) for row in meta["history"]], meta["epoch"] + 1
-        quality = meta.get("quality", [])
-        grid_rng.bit_generator.state = meta["grid_rng"]
-        print(f"Resuming from {checkpoint_path} after epoch {meta['epoch']}.")
-    elif os.path.exists(checkpoint_path):
-        print(f"Starting a new run: {checkpoint_path} will be replaced (use --resume to continue it).")
-    if start > args.epochs:
-        print(f"The checkpoint is already at epoch {start - 1}: raise --epochs to train further.")
-        return 0
+class StopSignal:
+    """Ctrl-C and SIGTERM. Until defer() (start-up: nothing written yet) they stop at once; after
+    it they only set `requested`, which the training loop reads after each step, and the final
+    writes complete. The handlers before it come back on exit."""
 
-    stop = []  # Ctrl-C or SIGTERM: finish the current step, then stop cleanly
-    handlers = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for e in range(start, args.epochs + 1):
-            started, d_sum, g_sum = time.perf_counter(), 0.0, 0.0
-            bar = tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False,
-                       disable=None)  # a bar on a terminal only; logs get the epoch lines
-            for _ in bar:
-                d_loss, g_loss = (float(loss) for loss in train_step())
-                d_sum, g_sum = d_sum + d_loss, g_sum + g_loss
-                bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
-                if stop:
-                    break
-            bar.close()
-            if stop:
-                break
-            seconds = time.perf_counter() - started
-            history.append((e, d_sum / batch_count, g_sum / batch_count, round(seconds, 3)))
-            line = f"Epoch {e}/{args.epochs}: d_loss {history[-1][1]:.4f}  g_loss {history[-1][2]:.4f}  {seconds:.1f}s"
-            write_losses_csv(history, os.path.join(args.out_dir, "losses.csv"))
-            if is_sample_epoch(e, args):
-                noise = fixed_noise if args.fixed_noise else grid_noise(grid_rng, args.random_dim)
-                scores = save_samples(e, sampler, noise, history, quality, scorer, args)
-                line += f"  | {describe_scores(scores)}" if scores else ""
-            print(line)
-            save_checkpoint(checkpoint_path, variables, {
-                "epoch": e, "config": config, "history": history, "quality": quality,
-                "grid_rng": grid_rng.bit_generator.state})
-    finally:
-        for s, handler in handlers.items():
+    def __enter__(self):
+        self.requested, self.deferred = False, False
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        self.requested = True
+        if not self.deferred:
+            raise KeyboardInterrupt
+
+    def defer(self):
+        self.deferred = True
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
             signal.signal(s, handler)
-    if stop:
-        done = history[-1][0] if history else 0
-        command = shlex.join(["python"] + sys.argv + ([] if args.resume else ["--resume"]))
-        print(f"Stopped during epoch {done + 1}; the checkpoint holds epoch {done}. "
-              f"Resume with: {command}")
-        return 130
-    model_path = os.path.join(args.out_dir, "generator.keras")
-    save_atomically(model_path, sampler.save)  # the temporary name keeps the .keras ending
-    scored = ", quality.csv, quality.png" if scorer else ""
-    print(f"Done: grids, losses.csv, gan_loss.png{scored}, progress.gif and generator.keras in {args.out_dir}/")
-    return 0
 
 
-def load_generator(model_path):
-    if not os.path.isfile(model_path):
-        raise UsageError(f"generator file {model_path} not found: pass the generator.keras "
-                         "that a training run wrote to its --out-dir")
+def lock_folders(stack, *folders):
+    """An OS lock (flock) on FOLDER/.lock for each folder, held until this run ends: the kernel
+    drops it when the process dies, so a killed run leaves no stale lock. A second run into the
+    same folder is refused."""
     try:
-        generator = keras.models.load_model(model_path, compile=False)
-        if len(generator.input_shape) != 2 or generator.output_shape[1:] != (784,):
-            raise ValueError("not a noise -> 784-pixel generator")
-    except Exception as e:
-        raise UsageError(f"cannot load a generator from {model_path} ({type(e).__name__}): pass "
-                         "a generator.keras written by gan_mnist.py") from None
-    return generator
-
-
-def generate(model_path, out_path, seed):
-    """Draw a 10x10 grid from a saved generator; no training data needed."""
-    generator = load_generator(model_path)
-    random_dim = generator.input_shape[-1]
-    noise = grid_noise(np.random.default_rng(seed), random_dim)  # = the training run's grids
-    make_dirs(os.path.dirname(out_path) or ".")
-    print(f"Wrote {plot_generated_images(generator, noise, out_path)}")
-    return 0
+        import fcntl
+    except ImportError:  # Windows: no flock; runs into one folder are not detected there
+        return
+    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
+        f = stack.enter_context(open(os.path.join(folder, ".lock"), "a+"))
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip()
+            raise UsageError(f"another gan_mnist.py run{f' (process {pid})' if pid else ''} is using "
+                             f"{folder}: wait for it to end, or pick another --out-dir and "
+                             "--checkpoint-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
 
 
 # ------------------------------------------------------------- quality score (not in the tutorial)
@@ -657,21 +815,17 @@ def plot_quality(quality, real, path):
                                                    "classifier score (1 to 10, higher is better)",
                                                    "share of the most common digit")):
         ax.plot(rows[:, 0], rows[:, column], marker="o", markersize=3)
-        ax.axhline(real[QUALITY_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
+        if real:
+            ax.axhline(real[QUALITY_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
     axes[0].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
-    save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-
-
-def write_quality_csv(quality, path):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([QUALITY_COLUMNS] + quality)
-    save_atomically(path, write)
+    try:
+        save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def score(model_path, seed, scorer, digits):
@@ -683,6 +837,35 @@ def score(model_path, seed, scorer, digits):
     scores = score_generator(scorer, generator, score_noise(seed, generator.input_shape[-1], digits))
     print(f"{model_path} ({digits} digits, seed {seed}): {describe_scores(scores)}")
     print("class shares: " + "  ".join(f"{d}: {x:.1%}" for d, x in enumerate(scores["shares"])))
+    return 0
+
+
+# ------------------------------------------------------------------- a saved generator: grids, scores
+def load_generator(model_path):
+    if not os.path.isfile(model_path):
+        raise UsageError(f"generator file {model_path} not found: pass the generator.keras "
+                         "that a training run wrote to its --out-dir")
+    try:
+        generator = keras.models.load_model(model_path, compile=False)
+        if len(generator.input_shape) != 2 or generator.output_shape[1:] != (784,):
+            raise ValueError("not a noise -> 784-pixel generator")
+    except Exception as e:
+        raise UsageError(f"cannot load a generator from {model_path} ({type(e).__name__}): pass "
+                         "a generator.keras written by gan_mnist.py") from None
+    return generator
+
+
+def generate(model_path, out_path, seed):
+    """Draw a 10x10 grid from a saved generator; no training data needed."""
+    if os.path.isdir(out_path):
+        raise UsageError(f"--out {out_path} is a folder: pass the path of the PNG to write")
+    generator = load_generator(model_path)
+    noise = grid_noise(np.random.default_rng(seed), generator.input_shape[-1])  # = the run's grids
+    make_dirs(os.path.dirname(out_path) or ".")
+    try:
+        print(f"Wrote {plot_generated_images(generator, noise, out_path)}")
+    except WriteFailed as e:
+        raise UsageError(f"{e}: pick another --out") from None
     return 0
 
 
@@ -699,12 +882,46 @@ def make_dirs(*paths):
     for path in paths:
         try:
             os.makedirs(path, exist_ok=True)
-            with open(os.path.join(path, ".write-test"), "w"):
+            test = os.path.join(path, f".tmp-{os.getpid()}-write-test")
+            with open(test, "w"):
                 pass
-            os.remove(os.path.join(path, ".write-test"))
+            os.remove(test)
         except OSError as e:
             raise UsageError(f"cannot write to folder {path} ({e.strerror}): "
                              "pick another with --out-dir or --checkpoint-dir") from None
+
+
+# What each setting must be: (argument, its constant, type, test, the rule in words)
+RULES = [("epochs", "EPOCHS", int, lambda v: v >= 1, "a whole number of 1 or more"),
+         ("batch_size", "BATCH_SIZE", int, lambda v: v >= 1, "a whole number of 1 or more"),
+         ("sample_every", "SAMPLE_EVERY", int, lambda v: v >= 1, "a whole number of 1 or more"),
+         ("limit", "LIMIT", int, lambda v: v >= 1, "a whole number of 1 or more (None: all the digits)"),
+         ("seed", "SEED", int, lambda v: 0 <= v < 2**32, "a whole number from 0 to 2**32 - 1"),
+         ("score_digits", "SCORE_DIGITS", int, lambda v: v == 0 or v >= 100, "0 (no scores) or at least 100"),
+         ("ema_decay", "EMA_DECAY", float, lambda v: 0 <= v < 1, "at least 0 and below 1"),
+         ("random_dim", "RANDOM_DIM", int, lambda v: v >= 1, "a whole number of 1 or more"),
+         ("learning_rate", "LEARNING_RATE", float, lambda v: 0 < v < 1, "above 0 and below 1"),
+         ("beta_1", "BETA_1", float, lambda v: 0 <= v < 1, "at least 0 and below 1"),
+         ("real_label", "REAL_LABEL", float, lambda v: 0 < v <= 1, "above 0 and at most 1"),
+         ("fixed_noise", "FIXED_NOISE", bool, lambda v: True, "True or False"),
+         ("precision", "PRECISION", str, lambda v: v in ("float32", "bfloat16"), '"float32" or "bfloat16"'),
+         ("data", "DATA", str, lambda v: bool(v), "a data source name or path"),
+         ("out_dir", "OUT_DIR", str, lambda v: bool(v), "a folder name"),
+         ("checkpoint_dir", "CHECKPOINT_DIR", str, lambda v: bool(v), "a folder name"),
+         ("classifier", "CLASSIFIER", str, lambda v: bool(v), "a file path")]
+
+
+def check_setting(parser, name, constant, kind, test, rule, value):
+    flag = "--" + name.replace("_", "-")
+    if value is None and name == "limit":
+        return
+    of_type = type(value) is kind or (kind is float and type(value) is int)
+    if not of_type:  # flags are parsed to their type: a wrong type comes from an edited constant
+        parser.error(f"{constant} at the top of gan_mnist.py must be {rule}, not {value!r}")
+    if not test(value):
+        where = flag if any(a.split("=")[0] == flag for a in parser.argv) else \
+            f"{constant} at the top of gan_mnist.py"
+        parser.error(f"{where} must be {rule}, not {value!r}")
 
 
 def get_args(argv=None):
@@ -714,76 +931,72 @@ def get_args(argv=None):
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="real digits per step")
     p.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
                    help="save a grid at epoch 1, every this many epochs and the last")
-    p.add_argument("--seed", type=int, default=SEED, help="random seed (training and grid noise)")
-    p.add_argument("--data", default=DATA,
-                   help="auto (MNIST, or the bundled subset offline), mnist, subset, or an .npz path")
+    p.add_argument("--seed", type=int, default=SEED, help="random seed (training, grid and score noise)")
+    p.add_argument("--data", default=DATA, help="auto (MNIST, or the bundled subset offline), mnist, "
+                   "subset, an .npz like Keras' mnist.npz, or a folder of MNIST's idx files")
     p.add_argument("--limit", type=int, default=LIMIT, help="train on the first N digits only")
-    p.add_argument("--out-dir", default=OUT_DIR, help="folder for grids, losses and generator.keras")
+    p.add_argument("--out-dir", default=OUT_DIR, help="folder for grids, losses, scores and generator.keras")
     p.add_argument("--checkpoint-dir", default=CHECKPOINT_DIR, help="folder for checkpoint.npz")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--ema-decay", type=float, default=EMA_DECAY,
                    help="decay of the generator's moving average used for grids; 0 = raw generator")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=PRECISION,
                    help="bfloat16: Keras mixed precision, faster on CPUs with AMX or AVX512-BF16")
+    p.add_argument("--score-digits", type=int, default=SCORE_DIGITS,
+                   help="digits drawn to score the generator at every grid; 0 = no scores")
+    p.add_argument("--classifier", default=CLASSIFIER, help="the digit classifier that scores")
     p.add_argument("--generate", metavar="PATH.keras",
                    help="only draw a grid from a saved generator (no training)")
     p.add_argument("--out", help="with --generate: the PNG to write [generated.png beside the model]")
     p.add_argument("--score", metavar="PATH.keras",
                    help="only print the quality score of a saved generator (no training)")
-    p.add_argument("--score-digits", type=int, default=SCORE_DIGITS,
-                   help="digits drawn to score the generator at every grid; 0 = no scores")
-    p.add_argument("--classifier", default=CLASSIFIER, help="the digit classifier that scores")
-    args = p.parse_args(argv)
-    if args.score_digits < 0 or 0 < args.score_digits < 100:
-        p.error(f"--score-digits must be 0 (no scores) or at least 100, not {args.score_digits}")
-    for flag in ("epochs", "batch_size", "sample_every", "limit"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            p.error(f"--{flag.replace('_', '-')} must be a whole number of 1 or more, not {value}")
-    if not 0 <= args.ema_decay < 1:
-        p.error(f"--ema-decay must be at least 0 and below 1, not {args.ema_decay}")
-    for name, ok, rule in [("RANDOM_DIM", type(RANDOM_DIM) is int and RANDOM_DIM >= 1, "a whole number of 1 or more"),
-                           ("LEARNING_RATE", 0 < LEARNING_RATE < 1, "above 0 and below 1"),
-                           ("BETA_1", 0 <= BETA_1 < 1, "at least 0 and below 1"),
-                           ("REAL_LABEL", 0 < REAL_LABEL <= 1, "above 0 and at most 1")]:
-        if not ok:
-            p.error(f"{name} at the top of gan_mnist.py must be {rule}, not {globals()[name]!r}")
+    p.argv = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(p.argv)
     args.random_dim, args.learning_rate, args.beta_1 = RANDOM_DIM, LEARNING_RATE, BETA_1
     args.real_label, args.fixed_noise = REAL_LABEL, FIXED_NOISE
+    for rule in RULES:
+        check_setting(p, *rule, getattr(args, rule[0]))
+    args.argv, args.script = p.argv, sys.argv[0] if argv is None else os.path.relpath(__file__)
     return args
 
 
 def main(argv=None):
     args = get_args(argv)
-    try:
-        if args.generate:
-            out = args.out or os.path.join(os.path.dirname(args.generate), "generated.png")
-            return generate(args.generate, out, args.seed)
-        scorer = DigitScorer(args.classifier) if args.score or args.score_digits else None
-        if args.score:
-            return score(args.score, args.seed, scorer, args.score_digits or SCORE_DIGITS)
-        x_train, source = load_mnist_data(args.data, args.limit)
-        if args.batch_size > len(x_train):
-            raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
-                             "training digits: lower --batch-size or raise --limit")
-        name = data_name(source, args.limit if len(x_train) == args.limit else None)
-        args.out_dir, args.checkpoint_dir = (d.replace("{data}", name) for d in (args.out_dir, args.checkpoint_dir))
-        make_dirs(args.out_dir, args.checkpoint_dir)
-        print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if v is not None))
-        keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow
-        print(f"Training on {len(x_train)} digits ({source}), "
-              f"{len(x_train) // args.batch_size} steps per epoch.")
-        if scorer:
-            real = scorer.real
-            print(f"Scoring {args.score_digits} digits at every grid; real held-out digits score "
-                  f"FD {real['frechet_distance']:.2f}, score {real['classifier_score']:.2f}.")
-        return train(x_train, source, scorer, args)
-    except UsageError as e:
-        print(f"gan_mnist.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # before training started: nothing to save
-        print("Interrupted before training started; nothing was written.")
-        return 130
+    with StopSignal() as stop, contextlib.ExitStack() as locks:
+        try:
+            if args.generate:
+                out = args.out or os.path.join(os.path.dirname(args.generate), "generated.png")
+                return generate(args.generate, out, args.seed)
+            scorer = DigitScorer(args.classifier) if args.score or args.score_digits else None
+            if args.score:
+                return score(args.score, args.seed, scorer, args.score_digits or SCORE_DIGITS)
+            x_train, source = load_mnist_data(args.data, args.limit)
+            if args.batch_size > len(x_train):
+                raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
+                                 "training digits: lower --batch-size or raise --limit")
+            name = data_name(source, args.limit if len(x_train) == args.limit else None)
+            args.out_dir, args.checkpoint_dir = (d.replace("{data}", name) for d in (args.out_dir, args.checkpoint_dir))
+            make_dirs(args.out_dir, args.checkpoint_dir)
+            lock_folders(locks, args.out_dir, args.checkpoint_dir)
+            print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()
+                                         if v is not None and k not in ("argv", "script")))
+            keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow
+            print(f"Training on {len(x_train)} digits ({source}), "
+                  f"{len(x_train) // args.batch_size} steps per epoch.")
+            if scorer:
+                real = scorer.real
+                print(f"Scoring {args.score_digits} digits at every grid; real held-out digits score "
+                      f"FD {real['frechet_distance']:.2f}, score {real['classifier_score']:.2f}.")
+            return train(x_train, source, scorer, stop, args)
+        except UsageError as e:
+            print(f"gan_mnist.py: error: {e}", file=sys.stderr)
+            return 2
+        except RunFailed as e:
+            print(f"gan_mnist.py: stopped: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # a signal before training started: nothing to save
+            print("Stopped before training started; nothing was saved. Run the command again to start.")
+            return 130
 
 
 if __name__ == "__main__":
