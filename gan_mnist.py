@@ -402,7 +402,7 @@ def train(x_train, source, scorer, stop, args):
             return run.stopped(e)
         # BOOKKEEPING: epoch means, the grid and scores at sample epochs, the checkpoint
         run.end_epoch(e, d_sum / batch_count, g_sum / batch_count, time.perf_counter() - started)
-    return run.finish()  # losses, plots, GIF and generator.keras
+    return run.finish()  # generator.keras
 
 
 # ------------------------------------------------ bookkeeping: files, checkpoint, signals, locks
@@ -474,6 +474,9 @@ class Run:
 
     def end_epoch(self, epoch, d_loss, g_loss, seconds):
         """Record the epoch; at sample epochs the grid, scores, plots and GIF; then the checkpoint."""
+        arrays = [v.numpy() for v in self.variables]
+        if not all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f"):
+            self.diverged(epoch, None, d_loss, g_loss)  # before anything of this epoch is written
         self.history.append((epoch, d_loss, g_loss, round(seconds, 3)))
         line = f"Epoch {epoch}/{self.args.epochs}: d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  {seconds:.1f}s"
         with self.writing():
@@ -487,9 +490,6 @@ class Run:
                     line += f"  | {describe_scores(scores)}"
                 self.write_plots(epoch)
             print(line)
-            arrays = [v.numpy() for v in self.variables]
-            if not all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f"):
-                self.diverged(epoch, None, d_loss, g_loss)
             save_checkpoint(self.checkpoint, arrays, {
                 "epoch": epoch, "config": self.config, "history": self.history,
                 "quality": self.quality, "grid_rng": self.grid_rng.bit_generator.state})
@@ -507,14 +507,15 @@ class Run:
             save_gif(grids, self.out("progress.gif"))
 
     def finish(self):
-        """The run's final files, all rewritten from the checkpoint's history and weights, so that
-        --resume of a finished run restores any that a crash or kill left missing."""
+        """generator.keras. With --resume of a finished run (say, killed in its final save) also
+        the other final files again, from the checkpoint's history, in case any is missing."""
         done = self.saved_epoch
         with self.writing():
-            write_csv(self.out("losses.csv"), ("epoch", "d_loss", "g_loss", "seconds"), self.history)
-            self.write_plots(done)
+            if not self.trained:
+                write_csv(self.out("losses.csv"), ("epoch", "d_loss", "g_loss", "seconds"), self.history)
+                self.write_plots(done)
             save_atomically(self.out("generator.keras"), self.sampler.save)  # tmp name keeps .keras
-        if not self.trained:  # --resume of a finished run
+        if not self.trained:
             print(f"The checkpoint already holds epoch {done} (--epochs {self.args.epochs}): wrote the "
                   "run's final files from it. Raise --epochs to train further.")
         grids = sum(os.path.exists(grid_path(self.args.out_dir, k)) for k in self.sample_epochs(done))
@@ -550,9 +551,11 @@ class Run:
         try:
             yield
         except WriteFailed as e:
-            then = f"then resume with: {self.command()}" if self.saved_epoch else "then start again"
-            raise RunFailed(f"{e}; the checkpoint holds epoch {self.saved_epoch}: free some space or "
-                            f"fix the folder, {then}") from None
+            if self.saved_epoch:
+                raise RunFailed(f"{e}; the checkpoint holds epoch {self.saved_epoch}: free some space or "
+                                f"fix the folder, then resume with: {self.command()}") from None
+            raise RunFailed(f"{e}; no checkpoint was written yet: free some space or fix the folder, "
+                            f"then start again with: {self.command(resume=False)}") from None
 
 
 class WriteFailed(Exception):
