@@ -27,6 +27,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 if __name__ == "__main__":  # Ctrl-C or SIGTERM while TensorFlow loads: stop at once, quietly
@@ -831,10 +832,42 @@ def plot_quality(quality, real, path):
         plt.close(fig)
 
 
-def score(model_path, seed, scorer, digits):
-    """--score: the quality score of a saved generator, beside real held-out digits'."""
-    generator = load_generator(model_path)
-    real = scorer.real
+def grid_digits(path):
+    """The 100 digits of a 10x10 grid PNG drawn like plot_generated_images (ours, or the origin
+    repository's) as (100, 784) in [-1, 1]: each is cut from its cell as a box of 28 x (pixels
+    per digit pixel, the commonest run of equal pixels along inked rows) centred on the ink's
+    centre of mass, as MNIST centres its digits, and shrunk to 28x28; white -1, black +1."""
+    try:
+        ink = 255 - np.asarray(Image.open(path).convert("L"), np.float32)
+    except Exception as e:
+        raise UsageError(f"cannot read an image from {path} ({type(e).__name__})") from None
+    cell = ink.shape[0] // 10
+    runs = [np.diff(np.flatnonzero(np.diff(row))) for row in ink if (row > 55).sum() >= 5]
+    side = 28 * int(np.bincount(np.concatenate(runs or [[1]]).astype(int)).argmax())
+    padded = np.pad(ink, side)
+    digits = []
+    for r in range(10):
+        for c in range(10):
+            box = ink[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+            y, x = (np.indices(box.shape) * box).reshape(2, -1).sum(1) / max(box.sum(), 1)
+            top, left = int(round(r * cell + y - side / 2)) + side, int(round(c * cell + x - side / 2)) + side
+            crop = Image.fromarray(padded[top:top + side, left:left + side].astype(np.uint8))
+            digits.append(np.asarray(crop.resize((28, 28), Image.BILINEAR), np.float32) / 127.5 - 1)
+    return np.stack(digits).reshape(100, 784)
+
+
+def score(path, seed, scorer, digits):
+    """--score: the quality score of a saved generator, or of the 100 digits of a grid PNG,
+    beside real digits'."""
+    if path.lower().endswith(".png"):
+        real = load_mnist_data("subset", limit=100)[0]
+        with tempfile.TemporaryDirectory() as folder:  # real digits, drawn and cut out the same way
+            real_grid = plot_generated_images(lambda noise, training: real, real, os.path.join(folder, "real.png"))
+            print(f"100 real digits drawn as a grid and cut out again: {describe_scores(scorer(grid_digits(real_grid)))}")
+        print(f"{path} (its 100 digits): {describe_scores(scorer(grid_digits(path)))}")
+        return 0
+    generator = load_generator(path)
+    model_path, real = path, scorer.real
     print(f"Real held-out MNIST digits (the top of the scale): FD {real['frechet_distance']:.2f}  "
           f"score {real['classifier_score']:.2f}  most common digit {real['top_share']:.0%}")
     scores = score_generator(scorer, generator, score_noise(seed, generator.input_shape[-1], digits))
@@ -951,8 +984,9 @@ def get_args(argv=None):
     p.add_argument("--generate", metavar="PATH.keras",
                    help="only draw a grid from a saved generator (no training)")
     p.add_argument("--out", help="with --generate: the PNG to write [generated.png beside the model]")
-    p.add_argument("--score", metavar="PATH.keras",
-                   help="only print the quality score of a saved generator (no training)")
+    p.add_argument("--score", metavar="PATH",
+                   help="only print the quality score of a saved generator (.keras) or of the 100 "
+                   "digits of a grid image (.png), no training")
     p.argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(p.argv)
     args.random_dim, args.learning_rate, args.beta_1 = RANDOM_DIM, LEARNING_RATE, BETA_1

@@ -107,3 +107,21 @@ def test_bad_classifier_file_exits_2(main, tmp_path, capsys, damage):
         assert err.count("\n") == 1 and f"digit classifier {path}" in err
         assert "--score-digits 0" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_score_a_grid_png(main, tmp_path, scorer, capsys):
+    """--score PATH.png scores the 100 digits of a grid image, as drawn by plot_generated_images."""
+    x_train, _ = gan_mnist.load_mnist_data("subset", limit=100)
+    real = gan_mnist.plot_generated_images(lambda noise, training: x_train, x_train, str(tmp_path / "real.png"))
+    cut = gan_mnist.grid_digits(real)
+    assert cut.shape == (100, 784) and cut.min() >= -1 and cut.max() <= 1
+    assert np.abs(cut - x_train).mean() < 0.15  # cut out where they were drawn
+    noise = np.random.default_rng(0).uniform(-1, 1, (100, 784)).astype(np.float32)
+    gan_mnist.plot_generated_images(lambda noise_, training: noise, noise, str(tmp_path / "noise.png"))
+    assert main("--score", str(tmp_path / "noise.png")) == 0
+    out = capsys.readouterr().out.splitlines()
+    real_fd, noise_fd = (float(line.split("FD ")[1].split()[0]) for line in out)
+    assert real_fd < 20 and noise_fd > 200
+    (tmp_path / "bad.png").write_text("not an image")
+    assert main("--score", str(tmp_path / "bad.png")) == 2
+    assert "cannot read an image from" in capsys.readouterr().err
