@@ -12,8 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "gan_mnist.py")
 sys.path.insert(0, ROOT)
 
-# Tiny settings: 256 digits, batch 32 = 8 steps per epoch.
-TINY = ["--data", "subset", "--limit", "256", "--batch-size", "32"]
+# Tiny settings: 256 digits, batch 32 = 8 steps per epoch; 200 digits scored at each grid.
+TINY = ["--data", "subset", "--limit", "256", "--batch-size", "32", "--score-digits", "200"]
 
 
 def losses(out_dir):

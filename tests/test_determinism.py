@@ -75,7 +75,7 @@ def test_loss_is_keras_binary_crossentropy():
 
 def test_same_seed_and_resume_on_60000_digits(main, tmp_path, digits_60k):
     """Two epochs of 468 steps straight, against one epoch then --resume in a new run."""
-    flags = ["--data", str(digits_60k), "--sample-every", "1000"]
+    flags = ["--data", str(digits_60k), "--sample-every", "1000", "--score-digits", "0"]
     assert main("--epochs", "2", *flags, "--out-dir", str(tmp_path / "a"),
                 "--checkpoint-dir", str(tmp_path / "a_ck")) == 0
     assert main("--epochs", "1", *flags) == 0

@@ -15,7 +15,7 @@ import gan_mnist
 from conftest import SCRIPT, TINY, losses
 from test_long_runs import checkpoint, generator_weights, same_arrays
 
-QUICK = [*TINY, "--score-digits", "0"]
+QUICK = [*TINY, "--score-digits", "0"]  # the later flag wins: no scores
 
 
 def checkpoint_epoch(path):
