@@ -867,11 +867,11 @@ def score(path, seed, scorer, digits):
         print(f"{path} (its 100 digits): {describe_scores(scorer(grid_digits(path)))}")
         return 0
     generator = load_generator(path)
-    model_path, real = path, scorer.real
+    real = scorer.real
     print(f"Real held-out MNIST digits (the top of the scale): FD {real['frechet_distance']:.2f}  "
           f"score {real['classifier_score']:.2f}  most common digit {real['top_share']:.0%}")
     scores = score_generator(scorer, generator, score_noise(seed, generator.input_shape[-1], digits))
-    print(f"{model_path} ({digits} digits, seed {seed}): {describe_scores(scores)}")
+    print(f"{path} ({digits} digits, seed {seed}): {describe_scores(scores)}")
     print("class shares: " + "  ".join(f"{d}: {x:.1%}" for d, x in enumerate(scores["shares"])))
     return 0
 

@@ -13,7 +13,7 @@ import pytest
 
 import gan_mnist
 from conftest import SCRIPT, TINY, losses
-from test_long_runs import checkpoint, generator_weights, same_arrays
+from test_long_runs import generator_weights, same_arrays
 
 QUICK = [*TINY, "--score-digits", "0"]  # the later flag wins: no scores
 
