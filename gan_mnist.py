@@ -4,16 +4,13 @@ A faithful port of Stefan Hosein's tutorial "Demystifying Generative Adversarial
 (its code comes from Zackory/Keras-MNIST-GAN): a three-hidden-layer LeakyReLU generator, a
 dropout discriminator and a combined model in which the discriminator is frozen, trained with
 one-sided label smoothing; a 10x10 grid of generated digits is saved every SAMPLE_EVERY epochs.
+Read it top to bottom: the constants, then the tutorial's parts in its order and with its names,
+up to the end of train(). Everything after the banner below train() is not in the tutorial.
 
-    python gan_mnist.py                                # the tutorial's run: 400 epochs
-    python gan_mnist.py --epochs 1 --limit 256 --batch-size 32 --out-dir /tmp/try   # seconds
-    python gan_mnist.py --resume                       # continue a stopped run
+    python gan_mnist.py                  # the tutorial's run: 400 epochs (--help lists the flags)
+    python gan_mnist.py --resume         # continue a stopped run
     python gan_mnist.py --generate samples/mnist/generator.keras --out digits.png
-    python gan_mnist.py --score samples/mnist/generator.keras   # how good are its digits?
-
-Grids, losses, quality scores, progress.gif and generator.keras go to OUT_DIR (samples/mnist/,
-or samples/subset/ offline), the checkpoint to CHECKPOINT_DIR (checkpoints/...). Edit the
-constants below or pass the flag of the same name (`--help` lists them).
+    KERAS_BACKEND=jax python gan_mnist.py
 """
 import argparse
 import contextlib
@@ -23,34 +20,68 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
-import shutil
 import signal
 import sys
 import tempfile
 import time
+import zlib
 
-if __name__ == "__main__":  # Ctrl-C or SIGTERM while TensorFlow loads: stop at once, quietly
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while the libraries load: stop at once, quietly
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: (print("Stopped while starting; nothing was written."), os._exit(130)))
-os.environ["KERAS_BACKEND"] = "tensorflow"  # the tutorial's backend; the train step is TensorFlow
+        signal.signal(s, lambda *_: (print("Stopped while starting; nothing was written.", flush=True),
+                                     os._exit(130)))
+BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the tutorial's; "jax" works too
+QUIET_START = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # set it (to 0) to see every start-up line
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up messages
+STARTUP_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit", "cuda_platform",
+                 "cudart_stub", "Unable to register cu", "computation_placer", "TF-TRT Warning")
 
-import matplotlib
-import numpy as np
 
-matplotlib.use("Agg")  # draw to files only: no window needed (ssh, CI)
-import keras  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import initializers, layers  # noqa: E402
-from PIL import Image  # noqa: E402  (installed with matplotlib)
-from tqdm import tqdm  # noqa: E402
+@contextlib.contextmanager
+def quiet_start_up():
+    """Hold back TensorFlow's native start-up notices (no CUDA on a CPU machine, oneDNN's note),
+    which read like failures; pass on every other line written to stderr while the libraries load."""
+    if not QUIET_START:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(notice in line for notice in STARTUP_NOISE):
+                    sys.stderr.write(line)
+
+
+with quiet_start_up():
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")  # draw to files only: no window needed (ssh, CI)
+    import keras
+    import matplotlib.pyplot as plt
+    from keras import initializers, layers
+    from PIL import Image  # installed with matplotlib
+    from tqdm import tqdm
+
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+        tf.config.list_physical_devices()  # its device notices now, not at the first step
 
 # ---- data
 DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset offline; "mnist"; "subset"; an .npz or idx folder
 LIMIT = None  # train on the first LIMIT digits only (quick tries); None = all of them
-SUBSET_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist_5k.npz")
+HERE = os.path.dirname(os.path.realpath(__file__))  # the script's folder, also when run through a link
+SUBSET_PATH = os.path.join(HERE, "data", "mnist_5k.npz")
 # ---- model
 RANDOM_DIM = 100  # length of the generator's input noise vector (tutorial: 100)
 # ---- optimiser
@@ -67,151 +98,40 @@ PRECISION = "float32"  # "bfloat16": layers compute in bfloat16, weights stay fl
 SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the last (tutorial: 20)
 FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
 SCORE_DIGITS = 2000  # digits drawn to score the generator at every grid (below); 0 = no scores
-CLASSIFIER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digit_classifier.npz")
+CLASSIFIER = os.path.join(HERE, "data", "digit_classifier.npz")
 OUT_DIR = "samples/{data}"  # grids, losses, scores, GIF, generator.keras; {data}: mnist, subset, ...
 CHECKPOINT_DIR = "checkpoints/{data}"  # checkpoint.npz, rewritten after every epoch, for --resume
 
 
-class UsageError(Exception):
-    """Bad input: main() prints the message as one line and exits with code 2."""
-
-
-class RunFailed(Exception):
-    """The run could not go on (a write failed, training diverged): one line, exit code 1."""
-
-
-# ---------------------------------------------------------------------------- load data
-MNIST_SHA256 = "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"  # train-images-idx3-ubyte
-
-
-def is_full_mnist(x_train):
-    """True when the digits are MNIST's 60,000 training digits in their order, whatever the file."""
-    header = b"".join(n.to_bytes(4, "big") for n in (2051, 60000, 28, 28))
-    return (x_train.shape == (60000, 28, 28)
-            and hashlib.sha256(header + x_train.tobytes()).hexdigest() == MNIST_SHA256)
-
-
-def check_digits(x_train, where):
-    """MNIST's layout: N 28x28 images of integers 0..255. Returns them as uint8."""
-    if x_train.ndim != 3 or x_train.shape[1:] != (28, 28) or len(x_train) == 0:
-        raise UsageError(f"{where} has shape {x_train.shape}, expected (N, 28, 28)")
-    if x_train.dtype != np.uint8:
-        if x_train.dtype.kind not in "iu" or x_train.min() < 0 or x_train.max() > 255:
-            raise UsageError(f"{where} holds {x_train.dtype} values, expected integers 0..255 as in "
-                             "MNIST: save the digits as uint8 (times 255 if they are in 0..1)")
-        x_train = x_train.astype(np.uint8)
-    return x_train
-
-
-def read_npz_digits(path):
-    """x_train from an .npz laid out like Keras' mnist.npz: uint8 digits of shape (N, 28, 28)."""
-    if not os.path.isfile(path):
-        raise UsageError(f"data file {path} not found: pass --data auto, mnist, subset, the path "
-                         "of an .npz like Keras' mnist.npz or a folder of MNIST's idx files")
-    try:
-        with np.load(path) as f:
-            x_train = f["x_train"]
-    except Exception as e:
-        raise UsageError(f"cannot read digits from {path} ({type(e).__name__}): it must be an "
-                         "intact .npz like Keras' mnist.npz with an x_train array") from None
-    return check_digits(x_train, f"x_train in {path}")
-
-
-def read_idx(path, magic, shape):
-    """The array in an idx file (MNIST's original format; raw or .gz): big-endian header of
-    `magic`, then one uint32 per dimension, then the uint8 values. `shape` is the expected
-    shape with None for the count; anything else is a UsageError."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise UsageError(f"cannot read {path} ({e.strerror or e}): it must be an intact MNIST idx "
-                         "file, raw or .gz") from None
-    header = 4 + 4 * len(shape)
-    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
-        raise UsageError(f"{path} is not an MNIST idx file of this kind (magic number "
-                         f"{int.from_bytes(raw[:4], 'big') if len(raw) >= 4 else 'missing'}, "
-                         f"expected {magic})")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(len(shape)))
-    if any(want is not None and want != got for want, got in zip(shape, dims)):
-        raise UsageError(f"{path} holds items of shape {dims[1:]}, expected {tuple(shape[1:])}")
-    if len(raw) != header + int(np.prod(dims)):
-        raise UsageError(f"{path} is truncated or too long: {len(raw) - header} bytes of data for "
-                         f"shape {dims}: download it again")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
-
-
-def find_idx(folder, name):
-    """`folder/name` or `folder/name.gz`, whichever exists (LeCun's files, torchvision's MNIST/raw)."""
-    for path in (os.path.join(folder, name), os.path.join(folder, name + ".gz")):
-        if os.path.isfile(path):
-            return path
-    raise UsageError(f"no {name} (or {name}.gz) in folder {folder}: pass a folder that holds "
-                     "MNIST's original idx files")
-
-
+# =================================================================================================
+# The tutorial: its parts in its order, with its names
+# =================================================================================================
 def load_mnist_data(data, limit=None):
-    """The tutorial's load_minst_data (typo fixed). Returns (digits in [-1, 1] of shape (N, 784),
-    the source actually used: "mnist" (also for a file or folder holding exactly MNIST's training
-    digits), "subset", or the path)."""
+    """The tutorial's load_minst_data (typo fixed): the training digits as (N, 784) rows in [-1, 1],
+    and the source used: "mnist" (also for a file or folder holding exactly MNIST's training
+    digits), "subset" or the path. Without network, "auto" falls back to the bundled subset."""
     if data in ("auto", "mnist"):
         try:
             (x_train, _), _ = keras.datasets.mnist.load_data()  # downloaded once, then cached
             source = "mnist"
         except Exception as e:
-            reason = str(e).splitlines()[0][-100:] if str(e) else type(e).__name__
-            if data == "mnist":
-                raise UsageError(f"cannot load full MNIST ({reason}): go online once, or put Keras' "
-                                 "mnist.npz in ~/.keras/datasets/, or use --data subset") from None
-            print(f"Full MNIST is unavailable ({reason}); using the bundled 5,000-digit subset.")
-            x_train, source = read_npz_digits(SUBSET_PATH), "subset"
-    elif data == "subset":
-        x_train, source = read_npz_digits(SUBSET_PATH), "subset"
-    elif os.path.isdir(data):
-        x_train = read_idx(find_idx(data, "train-images-idx3-ubyte"), 2051, (None, 28, 28))
-        source = "mnist" if is_full_mnist(x_train) else os.path.abspath(data)
+            x_train, source = mnist_unavailable(data, e), "subset"
     else:
-        x_train = read_npz_digits(data)
-        source = "mnist" if is_full_mnist(x_train) else os.path.abspath(data)
+        x_train, source = read_digits(data)  # the bundled subset, an .npz or MNIST's idx files
     if limit and limit > len(x_train):
         print(f"--limit {limit} is more than the {len(x_train)} digits there: training on all of them.")
     x_train = x_train[:limit]
-    # normalize our inputs to be in the range [-1, 1], one 784-pixel row per digit
+    # normalize our inputs to be in the range [-1, 1]
     x_train = (x_train.astype(np.float32) - 127.5) / 127.5
+    # convert x_train with a shape of (60000, 28, 28) to (60000, 784) so we have 784 columns per row
     return x_train.reshape(len(x_train), 784), source
 
 
-# ------------------------------------------------------------- generator, discriminator, GAN
-class FusedAdam(keras.optimizers.Adam):
-    """keras.optimizers.Adam, same update, done by TensorFlow's fused Adam kernel: one pass over
-    each weight instead of nine (the optimizer was a third of a CPU training step)."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        i, dtype = self._get_variable_index(variable), variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[i].handle, v=self._velocities[i].handle,
-            beta1_power=beta_1 ** step, beta2_power=beta_2 ** step,
-            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
-
-
 def get_optimizer(learning_rate, beta_1):
-    """Adam as in the tutorial. Keras 3 wants a fresh one per compiled model."""
-    return FusedAdam(learning_rate=learning_rate, beta_1=beta_1)
-
-
-@contextlib.contextmanager
-def precision_policy(precision):
-    """Layers built inside compute in `precision`: "float32", or "bfloat16" via Keras' mixed
-    precision (weights and optimizer state stay float32, layers cast them to bfloat16 to compute)."""
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy("float32")
+    """Adam as in the tutorial. Keras 3 wants a fresh one per compiled model. On TensorFlow the
+    same update runs in TensorFlow's fused kernel (FusedAdam, below the banner)."""
+    adam = FusedAdam if BACKEND == "tensorflow" else keras.optimizers.Adam
+    return adam(learning_rate=learning_rate, beta_1=beta_1)
 
 
 def get_generator(random_dim):
@@ -260,24 +180,6 @@ def get_gan_network(discriminator, random_dim, generator, optimizer):
     return gan
 
 
-# --------------------------------------------------------------------------- one training step
-@tf.custom_gradient
-def sigmoid_cross_entropy(labels, logits):
-    """tf.nn.sigmoid_cross_entropy_with_logits, with its gradient written as one expression,
-    sigmoid(logits) - labels. TensorFlow's own gradient adds four terms with AddN, whose CPU kernel
-    sums them in an order that depends on which input buffer it can reuse at that moment: the last
-    bits of the gradient then changed with thread timing, and same-seed runs drifted apart."""
-    def gradient(upstream):
-        return None, upstream * (tf.sigmoid(logits) - labels)
-    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), gradient
-
-
-def binary_crossentropy(y_true, y_pred):
-    """Keras' binary cross-entropy of the sigmoid outputs `y_pred`, averaged over the batch. Like
-    Keras, it is computed from the sigmoid's input (Keras keeps it on the output as _keras_logits)."""
-    return tf.reduce_mean(sigmoid_cross_entropy(y_true, y_pred._keras_logits))
-
-
 def train_discriminator(discriminator, image_batch, generated_images, real_label):
     """Train the discriminator on reals labelled `real_label` (one-sided label smoothing) and
     fakes labelled 0. Only the discriminator's weights change."""
@@ -302,28 +204,14 @@ def train_generator(gan, generator, noise):
     return g_loss
 
 
-def get_ema_generator(generator):
-    """A copy of the generator whose weights follow an exponential moving average (EMA) of the
-    generator's. It is never trained; it only draws the grids, which it makes less noisy."""
-    ema_generator = keras.models.clone_model(generator)
-    ema_generator.set_weights(generator.get_weights())
-    return ema_generator
-
-
-def update_ema(ema_generator, generator, decay, step):
-    """ema = d * ema + (1 - d) * weight after training step `step` (1, 2, ...), with
-    d = min(decay, (1 + step) / (10 + step)) as in TensorFlow's ExponentialMovingAverage: early
-    on the average forgets the random initial weights quickly."""
-    decay = tf.minimum(decay, (1.0 + step) / (10.0 + step))
-    for ema_weight, weight in zip(ema_generator.weights, generator.weights):
-        ema_weight.assign_sub((1.0 - decay) * (ema_weight - weight))  # = the rule above
-
-
 def make_train_step(generator, discriminator, gan, x_train, batch_size, random_dim, real_label,
                     rng, ema_generator=None, ema_decay=0.0):
     """The tutorial's loop body, compiled into one TensorFlow graph (no `predict` per step).
     `rng` (a keras.random.SeedGenerator) draws the noise and the real batch, so its state, like
     every other random state here, lives in a variable that the checkpoint saves."""
+    if BACKEND == "jax":  # the same step for Keras' JAX backend, below the banner
+        return make_jax_train_step(generator, discriminator, gan, x_train, batch_size, random_dim,
+                                   real_label, rng, ema_generator, ema_decay)
     images = tf.convert_to_tensor(x_train)
 
     @tf.function
@@ -345,7 +233,6 @@ def make_train_step(generator, discriminator, gan, x_train, batch_size, random_d
     return train_step
 
 
-# --------------------------------------------------------------------- the grid of generated digits
 def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)):
     """The tutorial's 10x10 grid (1000x1000 pixels), written atomically to `path`."""
     generated_images = keras.ops.convert_to_numpy(generator(noise, training=False))
@@ -363,13 +250,9 @@ def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)
     return save_atomically(path, lambda tmp: Image.open(png).convert("L").save(tmp, format="PNG"))
 
 
-def grid_noise(rng, random_dim):
-    return rng.normal(0, 1, size=(100, random_dim)).astype(np.float32)
-
-
-# -------------------------------------------------------------------------------------- train
-def train(x_train, source, scorer, stop, args):
-    """Build the three models and train them as the tutorial does. Returns the exit code."""
+def train(x_train, run, args):
+    """Build the three models and train them as the tutorial does. `run` keeps what the tutorial
+    printed or saved (losses, grids, scores, the checkpoint); it raises when the run must stop."""
     batch_count = len(x_train) // args.batch_size  # steps per epoch
     with precision_policy(args.precision):  # the layers built here compute in this precision
         generator = get_generator(args.random_dim)
@@ -381,189 +264,307 @@ def train(x_train, source, scorer, stop, args):
     train_step = make_train_step(generator, discriminator, gan, x_train, args.batch_size,
                                  args.random_dim, args.real_label, rng, ema_generator,
                                  args.ema_decay)
-    # BOOKKEEPING: losses, grids, scores, checkpoint and files live in `run` (see Run below)
-    run = Run(args, source, len(x_train), generator, discriminator, gan, ema_generator, rng, scorer)
-    start = run.start()  # 1, or the epoch after the checkpoint's with --resume
-    stop.defer()  # from here Ctrl-C / SIGTERM ends the run after the current step
+    start = run.begin(generator, discriminator, gan, ema_generator, rng)  # 1, or after the checkpoint
 
     for e in range(start, args.epochs + 1):
-        started, d_sum, g_sum = time.perf_counter(), 0.0, 0.0
-        bar = tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False,
-                   disable=None)  # a bar on a terminal only; logs get the epoch lines
-        for step in bar:
-            d_loss, g_loss = (float(loss) for loss in train_step())
-            if not (0 <= d_loss < 100 and 0 <= g_loss < 100):  # NaN, inf, or a saturated sigmoid
-                run.diverged(e, step + 1, d_loss, g_loss)  # stops: one line, exit code 1
-            d_sum, g_sum = d_sum + d_loss, g_sum + g_loss
-            bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
-            if stop.requested:
-                break
-        bar.close()
-        if stop.requested:
-            return run.stopped(e)
-        # BOOKKEEPING: epoch means, the grid and scores at sample epochs, the checkpoint
-        run.end_epoch(e, d_sum / batch_count, g_sum / batch_count, time.perf_counter() - started)
-    return run.finish()  # generator.keras
+        with tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False,
+                  disable=None) as bar:  # a bar on a terminal only; logs get the epoch lines
+            for _ in bar:
+                d_loss, g_loss = (float(loss) for loss in train_step())
+                run.after_step(e, d_loss, g_loss)  # a diverged loss or Ctrl-C ends the run here
+                bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
+        run.end_epoch(e)  # the epoch's line; every SAMPLE_EVERY epochs the grid; the checkpoint
+    run.finish()  # generator.keras
 
 
-# ------------------------------------------------ bookkeeping: files, checkpoint, signals, locks
-LOSS_COLUMNS = ("epoch", "d_loss", "g_loss", "seconds")  # losses.csv; the history's rows
+# =================================================================================================
+# NOT IN THE TUTORIAL. Everything below serves the code above and changes nothing it trains:
+#   the step's speed and exactness  .  Keras' JAX backend  .  data files  .  errors and writes
+#   .  the run's files, checkpoint, folders and locks  .  the digit score  .  saved generators
+#   .  the command line
+# =================================================================================================
+
+# ------------------------------------------------------------------ the step's speed and exactness
+class FusedAdam(keras.optimizers.Adam):
+    """keras.optimizers.Adam, same update, done by TensorFlow's fused Adam kernel: one pass over
+    each weight instead of nine (the optimizer was a third of a CPU training step). It reads three
+    private parts of Keras' Adam, `_get_variable_index`, `_momentums` and `_velocities`;
+    tests/test_step.py::test_fused_adam_matches_keras_adam fails if a Keras release changes them."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        i, dtype = self._get_variable_index(variable), variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[i].handle, v=self._velocities[i].handle,
+            beta1_power=beta_1 ** step, beta2_power=beta_2 ** step,
+            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
 
 
-class Run:
-    """What a training run keeps besides its models: the loss and score history, the grid and
-    score noise, the checkpoint and the files in OUT_DIR. train() calls it at marked places."""
+if BACKEND == "tensorflow":
+    @tf.custom_gradient
+    def sigmoid_cross_entropy(labels, logits):
+        """tf.nn.sigmoid_cross_entropy_with_logits, with its gradient written as one expression,
+        sigmoid(logits) - labels. TensorFlow's own gradient adds four terms with AddN, whose CPU
+        kernel sums them in an order that depends on which input buffer it can reuse at that
+        moment: the last bits of the gradient then changed with thread timing, and same-seed runs
+        drifted apart."""
+        def gradient(upstream):
+            return None, upstream * (tf.sigmoid(logits) - labels)
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), gradient
 
-    def __init__(self, args, source, digits, generator, discriminator, gan, ema_generator, rng, scorer):
-        self.args, self.scorer = args, scorer
-        self.sampler = ema_generator or generator  # what draws the grids and generator.keras
-        self.variables = (generator.variables + discriminator.variables
-                          + discriminator.optimizer.variables + gan.optimizer.variables
-                          + (ema_generator.variables if ema_generator else []) + [rng.state])
-        self.config = {"batch_size": args.batch_size, "data": source, "digits": digits,
-                       "random_dim": args.random_dim, "seed": args.seed,
-                       "learning_rate": args.learning_rate, "beta_1": args.beta_1,
-                       "real_label": args.real_label, "ema_decay": args.ema_decay,
-                       "fixed_noise": args.fixed_noise, "precision": args.precision}
-        self.grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
-        self.fixed_noise = grid_noise(self.grid_rng, args.random_dim)
-        self.score_noise = score_noise(args.seed, args.random_dim, args.score_digits)
-        self.checkpoint = os.path.join(args.checkpoint_dir, "checkpoint.npz")
-        self.history, self.quality = [], []  # rows of LOSS_COLUMNS and of QUALITY_COLUMNS
-        self.saved_epoch = 0  # the epoch the checkpoint on disk holds (0: none from this run)
-        self.trained = False  # whether this process trained an epoch
 
-    def out(self, name):
-        return os.path.join(self.args.out_dir, name)
+def binary_crossentropy(y_true, y_pred):
+    """Keras' binary cross-entropy of the sigmoid outputs `y_pred`, averaged over the batch. Like
+    Keras, it is computed from the sigmoid's input, which Keras keeps on the output in the private
+    attribute `_keras_logits` (pinned by tests/test_step.py::test_loss_is_keras_binary_crossentropy)."""
+    return tf.reduce_mean(sigmoid_cross_entropy(y_true, y_pred._keras_logits))
 
-    def start(self):
-        """Check the folders have room, load the checkpoint with --resume; the first epoch to train."""
-        targets = [self.checkpoint] + [self.out(n) for n in ("losses.csv", "gan_loss.png", "progress.gif",
-                                                             "quality.csv", "quality.png", "generator.keras")]
-        for path in targets:
-            if os.path.exists(path) and not os.path.isfile(path):
-                raise UsageError(f"{path} is a folder, not a file: move it away or pick another folder")
-        size = sum(v.numpy().nbytes for v in self.variables) + (1 << 20)
-        check_free_space({self.args.checkpoint_dir: size * (1 if os.path.isfile(self.checkpoint) else 2),
-                          self.args.out_dir: size // 2 + (30 << 20)})
-        if self.args.resume:
-            meta = load_checkpoint(self.checkpoint, self.variables, self.config)
-            self.history, self.quality = [tuple(row) for row in meta["history"]], meta["quality"]
-            self.grid_rng.bit_generator.state = meta["grid_rng"]
-            self.saved_epoch = meta["epoch"]
-            print(f"Resuming from {self.checkpoint} after epoch {meta['epoch']}.")
-            self.redraw_missing_grids()
-        elif os.path.exists(self.checkpoint):
-            print(f"Starting a new run: {self.checkpoint} will be replaced (use --resume to continue it).")
-        return self.saved_epoch + 1
 
-    def redraw_missing_grids(self):
-        """Resuming into a folder without the earlier grids (another --out-dir): the checkpoint's
-        own epoch can be redrawn exactly (same weights, same fixed noise); earlier ones cannot."""
-        epoch, path = self.saved_epoch, grid_path(self.args.out_dir, self.saved_epoch)
-        if self.is_sample_epoch(epoch) and self.args.fixed_noise and not os.path.exists(path):
-            with self.writing():
-                plot_generated_images(self.sampler, self.fixed_noise, path)
-        missing = [k for k in self.sample_epochs(epoch) if not os.path.exists(grid_path(self.args.out_dir, k))]
-        if missing:
-            print(f"Note: {self.args.out_dir} lacks the grids of epochs {', '.join(map(str, missing))}, which "
-                  "the checkpoint cannot redraw (it keeps only the latest weights): progress.gif will "
-                  "start later. losses.csv and quality.csv will be complete.")
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Layers built inside compute in `precision`: "float32", or "bfloat16" via Keras' mixed
+    precision (weights and optimizer state stay float32, layers cast them to bfloat16 to compute)."""
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
 
-    def is_sample_epoch(self, epoch):
-        return epoch == 1 or epoch % self.args.sample_every == 0 or epoch == self.args.epochs
 
-    def sample_epochs(self, last):
-        return [k for k in range(1, last + 1) if self.is_sample_epoch(k)]
+def get_ema_generator(generator):
+    """A copy of the generator whose weights follow an exponential moving average (EMA) of the
+    generator's. It is never trained; it only draws the grids, which it makes less noisy."""
+    ema_generator = keras.models.clone_model(generator)
+    ema_generator.set_weights(generator.get_weights())
+    return ema_generator
 
-    def end_epoch(self, epoch, d_loss, g_loss, seconds):
-        """Record the epoch; at sample epochs the grid, scores, plots and GIF; then the checkpoint."""
-        arrays = [v.numpy() for v in self.variables]
-        if not all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f"):
-            self.diverged(epoch, None, d_loss, g_loss)  # before anything of this epoch is written
-        self.history.append((epoch, d_loss, g_loss, round(seconds, 3)))
-        line = f"Epoch {epoch}/{self.args.epochs}: d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  {seconds:.1f}s"
-        with self.writing():
-            write_csv(self.out("losses.csv"), LOSS_COLUMNS, self.history)
-            if self.is_sample_epoch(epoch):
-                noise = self.fixed_noise if self.args.fixed_noise else grid_noise(self.grid_rng, self.args.random_dim)
-                plot_generated_images(self.sampler, noise, grid_path(self.args.out_dir, epoch))
-                if self.scorer:
-                    scores = score_generator(self.scorer, self.sampler, self.score_noise)
-                    self.quality.append(quality_row(epoch, scores))
-                    line += f"  | {describe_scores(scores)}"
-                self.write_plots(epoch)
-            print(line)
-            save_checkpoint(self.checkpoint, arrays, {
-                "epoch": epoch, "config": self.config, "history": self.history,
-                "quality": self.quality, "grid_rng": self.grid_rng.bit_generator.state})
-        self.saved_epoch, self.trained = epoch, True
 
-    def write_plots(self, last):
-        """The loss and score curves, quality.csv and the GIF of every grid up to epoch `last`."""
-        plot_loss(self.history, self.out("gan_loss.png"))
-        if self.quality:
-            write_csv(self.out("quality.csv"), QUALITY_COLUMNS, self.quality)
-            plot_quality(self.quality, self.scorer.real if self.scorer else None, self.out("quality.png"))
-        grids = [grid_path(self.args.out_dir, k) for k in self.sample_epochs(last)]
-        grids = [p for p in grids if os.path.exists(p)]
-        if grids:
-            save_gif(grids, self.out("progress.gif"))
+def update_ema(ema_generator, generator, decay, step):
+    """ema = d * ema + (1 - d) * weight after training step `step` (1, 2, ...), with
+    d = min(decay, (1 + step) / (10 + step)) as in TensorFlow's ExponentialMovingAverage: early
+    on the average forgets the random initial weights quickly."""
+    decay = tf.minimum(decay, (1.0 + step) / (10.0 + step))
+    for ema_weight, weight in zip(ema_generator.weights, generator.weights):
+        ema_weight.assign_sub((1.0 - decay) * (ema_weight - weight))  # = the rule above
 
-    def finish(self):
-        """generator.keras. With --resume of a finished run (say, killed in its final save) also
-        the other final files again, from the checkpoint's history, in case any is missing."""
-        done = self.saved_epoch
-        with self.writing():
-            if not self.trained:
-                write_csv(self.out("losses.csv"), LOSS_COLUMNS, self.history)
-                self.write_plots(done)
-            save_atomically(self.out("generator.keras"), self.sampler.save)  # tmp name keeps .keras
-        if not self.trained:
-            print(f"The checkpoint already holds epoch {done} (--epochs {self.args.epochs}): wrote the "
-                  "run's final files from it. Raise --epochs to train further.")
-        grids = sum(os.path.exists(grid_path(self.args.out_dir, k)) for k in self.sample_epochs(done))
-        files = [n for n in ("losses.csv", "gan_loss.png", "quality.csv", "quality.png", "progress.gif",
-                             "generator.keras") if os.path.exists(self.out(n))]
-        print(f"Done: {grids} grids, {', '.join(files)} in {self.args.out_dir}/")
-        return 0
 
-    def command(self, resume=True):
-        argv = [a for a in self.args.argv if a != "--resume"] + (["--resume"] if resume else [])
-        return shlex.join(["python", self.args.script] + argv)
+# ------------------------------------------------------------------------------- Keras' JAX backend
+def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, random_dim, real_label,
+                        rng, ema_generator=None, ema_decay=0.0):
+    """make_train_step for KERAS_BACKEND=jax: the same step (noise, a real batch drawn with
+    replacement, a discriminator step on reals labelled `real_label` and fakes labelled 0, a
+    generator step through the frozen discriminator on fresh noise, the EMA update), written with
+    Keras' stateless API and compiled whole by jax.jit. Each call reads every variable's value,
+    runs the step and writes them back, so the checkpoint, the grids and --resume see the same
+    variables as on TensorFlow: the noise sampler's and Dropout's random states included."""
+    import jax
+    import jax.numpy as jnp
 
-    def stopped(self, epoch):
-        if self.saved_epoch == 0:
-            print(f"Stopped during epoch {epoch}, before the first checkpoint: there is nothing to "
-                  f"resume. Start again with: {self.command(resume=False)}")
-        else:
-            print(f"Stopped during epoch {epoch}; the checkpoint holds epoch {self.saved_epoch}. "
-                  f"Resume with: {self.command()}")
-        return 130
+    images = jnp.asarray(x_train)
+    d_optimizer, g_optimizer = discriminator.optimizer, gan.optimizer
+    groups = [generator.trainable_variables, generator.non_trainable_variables,
+              discriminator.trainable_variables, discriminator.non_trainable_variables,
+              d_optimizer.variables, g_optimizer.variables,
+              ema_generator.variables if ema_generator is not None else [], [rng.state]]
+    g_steps = next(i for i, v in enumerate(g_optimizer.variables) if v is g_optimizer.iterations)
 
-    def diverged(self, epoch, step, d_loss, g_loss):
-        where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch} (a weight is not finite)"
-        kept = f"the checkpoint keeps epoch {self.saved_epoch}, the last good one" if self.saved_epoch else \
-            "no checkpoint was written"
-        raise RunFailed(f"training diverged at {where} (d_loss {d_loss:.4g}, g_loss {g_loss:.4g}); {kept}: "
-                        f"lower the learning rate (LEARNING_RATE is {self.args.learning_rate}) or check the "
-                        "data, then start again")
+    def d_loss(d_train, d_fixed, x, y):
+        logits, d_fixed = discriminator_logits(discriminator, d_train, d_fixed, x)
+        return sigmoid_cross_entropy_jax(y, logits), d_fixed
 
-    @contextlib.contextmanager
-    def writing(self):
-        """A failed write: one line that says what the checkpoint still holds."""
-        try:
-            yield
-        except WriteFailed as e:
-            if self.saved_epoch:
-                raise RunFailed(f"{e}; the checkpoint holds epoch {self.saved_epoch}: free some space or "
-                                f"fix the folder, then resume with: {self.command()}") from None
-            raise RunFailed(f"{e}; no checkpoint was written yet: free some space or fix the folder, "
-                            f"then start again with: {self.command(resume=False)}") from None
+    def g_loss(g_train, g_fixed, d_train, d_fixed, noise):  # only g_train is differentiated
+        fakes, g_fixed = generator.stateless_call(g_train, g_fixed, noise, training=True)
+        logits, d_fixed = discriminator_logits(discriminator, d_train, d_fixed, fakes)
+        return sigmoid_cross_entropy_jax(jnp.ones_like(logits), logits), (g_fixed, d_fixed)
+
+    @jax.jit
+    def step(state):
+        g_train, g_fixed, d_train, d_fixed, d_slots, g_slots, ema, (seed,) = state
+        with keras.StatelessScope(state_mapping=[(rng.state, seed)]) as scope:
+            noise = keras.random.normal((batch_size, random_dim), seed=rng)
+            index = keras.random.randint((batch_size,), 0, len(x_train), seed=rng)
+            fresh_noise = keras.random.normal((batch_size, random_dim), seed=rng)
+            seed = scope.get_current_value(rng.state)
+        fakes, _ = generator.stateless_call(g_train, g_fixed, noise, training=False)
+        x = jnp.concatenate([images[index], fakes])
+        y = jnp.concatenate([jnp.full((batch_size, 1), real_label), jnp.zeros((batch_size, 1))])
+        (dl, d_fixed), grads = jax.value_and_grad(d_loss, has_aux=True)(d_train, d_fixed, x, y)
+        d_train, d_slots = d_optimizer.stateless_apply(d_slots, grads, d_train)
+        (gl, (g_fixed, d_fixed)), grads = jax.value_and_grad(g_loss, has_aux=True)(
+            g_train, g_fixed, d_train, d_fixed, fresh_noise)
+        g_train, g_slots = g_optimizer.stateless_apply(g_slots, grads, g_train)
+        if ema:
+            t = g_slots[g_steps].astype("float32")  # update_ema's rule
+            rate = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+            ema = [e - (1.0 - rate) * (e - w) for e, w in zip(ema, g_train + g_fixed)]
+        return dl, gl, [g_train, g_fixed, d_train, d_fixed, d_slots, g_slots, ema, [seed]]
+
+    def train_step():
+        d, g, state = step([[v.value for v in group] for group in groups])
+        for group, values in zip(groups, state):
+            for variable, value in zip(group, values):
+                variable.assign(value)
+        return d, g
+
+    return train_step
+
+
+def discriminator_logits(discriminator, trainable, non_trainable, x):
+    """The discriminator's output before its sigmoid, through the stateless API. On JAX, Keras
+    cannot keep the logits on the output as it does on TensorFlow (`_keras_logits`), and its loss
+    would then clip the probabilities (as Keras 2 did); so the last layer's activation is left out
+    while the step is traced."""
+    last = discriminator.layers[-1]
+    sigmoid, last.activation = last.activation, keras.activations.linear
+    try:
+        return discriminator.stateless_call(trainable, non_trainable, x, training=True)
+    finally:
+        last.activation = sigmoid
+
+
+def sigmoid_cross_entropy_jax(labels, logits):
+    """The batch mean of tf.nn.sigmoid_cross_entropy_with_logits' formula, in jax.numpy."""
+    import jax.numpy as jnp
+    return jnp.mean(jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+
+# --------------------------------------------------------------------------------------- data files
+MNIST_SHA256 = "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"  # train-images-idx3-ubyte
+MAX_IDX_BYTES = 1 << 31  # 2.1 GB, 2.7 million digits: a larger header is not an MNIST file
+
+
+def mnist_unavailable(data, error):
+    """Keras could not load full MNIST: the bundled subset for "auto", a UsageError for "mnist"."""
+    reason = str(error).splitlines()[0][-100:] if str(error) else type(error).__name__
+    if data == "mnist":
+        raise UsageError(f"cannot load full MNIST ({reason}): go online once, or put Keras' "
+                         "mnist.npz in ~/.keras/datasets/, or use --data subset")
+    print(f"Full MNIST is unavailable ({reason}); using the bundled 5,000-digit subset.")
+    return read_npz_digits(SUBSET_PATH, bundled=True)
+
+
+def read_digits(data):
+    """The uint8 digits of --data subset, a folder of MNIST's idx files or an .npz, and its name."""
+    if data == "subset":
+        return read_npz_digits(SUBSET_PATH, bundled=True), "subset"
+    if os.path.isdir(data):
+        x_train = read_idx(find_idx(data, "train-images-idx3-ubyte"), 2051, (None, 28, 28))
+    else:
+        x_train = read_npz_digits(data)
+    return x_train, "mnist" if is_full_mnist(x_train) else os.path.abspath(data)
+
+
+def is_full_mnist(x_train):
+    """True when the digits are MNIST's 60,000 training digits in their order, whatever the file."""
+    header = b"".join(n.to_bytes(4, "big") for n in (2051, 60000, 28, 28))
+    return (x_train.shape == (60000, 28, 28)
+            and hashlib.sha256(header + x_train.tobytes()).hexdigest() == MNIST_SHA256)
+
+
+def check_digits(x_train, where):
+    """MNIST's layout: N 28x28 images of integers 0..255. Returns them as uint8."""
+    if x_train.ndim != 3 or x_train.shape[1:] != (28, 28) or len(x_train) == 0:
+        raise UsageError(f"{where} has shape {x_train.shape}, expected (N, 28, 28)")
+    if x_train.dtype != np.uint8:
+        if x_train.dtype.kind not in "iu" or x_train.min() < 0 or x_train.max() > 255:
+            raise UsageError(f"{where} holds {x_train.dtype} values, expected integers 0..255 as in "
+                             "MNIST: save the digits as uint8 (times 255 if they are in 0..1)")
+        x_train = x_train.astype(np.uint8)
+    return x_train
+
+
+def read_npz_digits(path, bundled=False):
+    """x_train from an .npz laid out like Keras' mnist.npz: uint8 digits of shape (N, 28, 28)."""
+    fix = ("it is the bundled subset: restore it with `git checkout -- data/mnist_5k.npz`" if bundled else
+           "pass --data auto, mnist, subset, the path of an .npz like Keras' mnist.npz or a folder of "
+           "MNIST's idx files")
+    readable_file(path, "data file", fix)
+    try:
+        with np.load(path) as f:
+            x_train = f["x_train"]
+    except Exception as e:
+        raise UsageError(f"cannot read digits from {path} ({type(e).__name__}): it must be an intact "
+                         f".npz like Keras' mnist.npz with an x_train array; {fix}") from None
+    return check_digits(x_train, f"x_train in {path}" + (" (the bundled subset)" if bundled else ""))
+
+
+def read_idx(path, magic, shape):
+    """The array in an idx file (MNIST's original format; raw or .gz): big-endian header of
+    `magic`, then one uint32 per dimension, then the uint8 values. `shape` is the expected shape
+    with None for the count. The header is checked before the data is read."""
+    readable_file(path, "idx file", "pass a folder that holds MNIST's original idx files")
+    header_size = 4 + 4 * len(shape)
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            header = f.read(header_size)
+            if len(header) < header_size or int.from_bytes(header[:4], "big") != magic:
+                raise UsageError(f"{path} is not an MNIST idx file of this kind (magic number "
+                                 f"{int.from_bytes(header[:4], 'big') if len(header) >= 4 else 'missing'}, "
+                                 f"expected {magic})")
+            dims = tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big") for i in range(len(shape)))
+            if any(want is not None and want != got for want, got in zip(shape, dims)):
+                raise UsageError(f"{path} holds items of shape {dims[1:]}, expected {tuple(shape[1:])}")
+            size = int(np.prod(dims, dtype=np.int64))
+            if size > MAX_IDX_BYTES:
+                raise UsageError(f"{path}'s header says {dims[0]:,} items ({size / 1e9:.0f} GB), more than "
+                                 f"an MNIST file can hold ({MAX_IDX_BYTES / 1e9:.1f} GB at most): it is "
+                                 "damaged or not an MNIST file")
+            raw = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise UsageError(f"cannot read {path} ({getattr(e, 'strerror', None) or e}): it must be an intact "
+                         "MNIST idx file, raw or .gz") from None
+    if len(raw) != size:
+        raise UsageError(f"{path} is truncated or too long: its header says {size} bytes of data for "
+                         f"shape {dims}: download it again")
+    return np.frombuffer(raw, np.uint8).reshape(dims)
+
+
+def find_idx(folder, name):
+    """`folder/name` or `folder/name.gz`, whichever exists (LeCun's files, torchvision's MNIST/raw)."""
+    for path in (os.path.join(folder, name), os.path.join(folder, name + ".gz")):
+        if os.path.lexists(path):
+            return path
+    raise UsageError(f"no {name} (or {name}.gz) in folder {folder}: pass a folder that holds "
+                     "MNIST's original idx files")
+
+
+# --------------------------------------------------------------------------------- errors and writes
+class UsageError(Exception):
+    """Bad input: main() prints the message as one line and exits with code 2."""
+
+
+class RunFailed(Exception):
+    """The run could not go on (a write failed, training diverged): one line, exit code 1."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM: main() prints the message and exits with code 130."""
 
 
 class WriteFailed(Exception):
     """A file could not be written; its temporary was removed and the old file left as it was."""
+
+
+def readable_file(path, what, advice):
+    """Refuse `path` with its real trouble when it cannot be read as a file: missing, a link to
+    nothing, a folder, not a regular file, or no permission to read it. `advice` says what to pass
+    instead. Whether its contents are sound is for its reader to judge."""
+    if not os.path.lexists(path):
+        raise UsageError(f"{what} {path} not found: {advice}")
+    if not os.path.exists(path):
+        raise UsageError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not "
+                         f"exist: {advice}")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path} is a folder, not a file: {advice}")
+    if not os.path.isfile(path):
+        raise UsageError(f"{what} {path} is not a regular file (a device or a pipe?): {advice}")
+    try:
+        open(path, "rb").close()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path} ({e.strerror}): the file itself may be fine; give "
+                         "this user permission to read it (for example chmod u+r), then run again") from None
 
 
 def fsync(path):
@@ -574,12 +575,16 @@ def fsync(path):
         os.close(fd)
 
 
+def temporary_name(path, pid=None):
+    """Where save_atomically writes `path` first: .tmp-PID-name beside it."""
+    return os.path.join(os.path.dirname(path) or ".", f".tmp-{pid or os.getpid()}-{os.path.basename(path)}")
+
+
 def save_atomically(path, write):
     """Call write(tmp), flush tmp to disk, rename it over `path`, flush the folder (as databases
     do): after a crash or power cut `path` is the old file or the new one, never a part. The
     temporary's name is this process's own. A failure removes it and raises WriteFailed."""
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    tmp = temporary_name(path)
     try:
         write(tmp)
         fsync(tmp)
@@ -589,22 +594,74 @@ def save_atomically(path, write):
             os.remove(tmp)
         raise WriteFailed(f"cannot write {path} ({getattr(e, 'strerror', None) or e})") from None
     with contextlib.suppress(OSError):  # some systems cannot sync a folder; the rename is done
-        fsync(folder)
+        fsync(os.path.dirname(path) or ".")
     return path
 
 
-def check_free_space(needs):
-    """needs: {folder: bytes}. Folders on one disk add up. Refuse to start when a run's files,
-    the checkpoint written beside the old one included, would not fit."""
-    by_disk = {}
-    for folder, need in needs.items():
-        by_disk.setdefault(os.stat(folder).st_dev, [folder, 0])[1] += need
-    for folder, need in by_disk.values():
-        free = shutil.disk_usage(folder).free
-        if free < need:
-            raise UsageError(f"only {free / 1e6:.0f} MB free for {folder}, and a run needs about "
-                             f"{need / 1e6:.0f} MB there (the checkpoint is rewritten beside the old "
-                             "one): free some space or pick another folder")
+def write_csv(path, columns, rows):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([columns] + list(rows))
+    save_atomically(path, write)
+
+
+def save_figure(fig, path):
+    try:
+        save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+# ----------------------------------------------------------- the run: files, checkpoint, folders
+LOSS_COLUMNS = ("epoch", "d_loss", "g_loss", "seconds")  # losses.csv; the history's rows
+
+
+def grid_noise(rng, random_dim):
+    return rng.normal(0, 1, size=(100, random_dim)).astype(np.float32)
+
+
+def grid_path(out_dir, epoch):
+    return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
+
+
+class RunFolder:
+    """OUT_DIR: the grids, losses.csv, gan_loss.png, quality.csv, quality.png, progress.gif and
+    generator.keras, and which epochs have a grid."""
+    FILES = ("losses.csv", "gan_loss.png", "quality.csv", "quality.png", "progress.gif", "generator.keras")
+
+    def __init__(self, folder, epochs, sample_every):
+        self.folder, self.epochs, self.sample_every = folder, epochs, sample_every
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def names(self):
+        """Every file name the run may write here, the longest grid's included."""
+        return self.FILES + (os.path.basename(grid_path("", self.epochs)),)
+
+    def is_sample_epoch(self, epoch):
+        return epoch == 1 or epoch % self.sample_every == 0 or epoch == self.epochs
+
+    def sample_epochs(self, last):
+        return [k for k in range(1, last + 1) if self.is_sample_epoch(k)]
+
+    def grids(self, last):
+        return [p for p in (grid_path(self.folder, k) for k in self.sample_epochs(last)) if os.path.exists(p)]
+
+    def write_losses(self, history):
+        write_csv(self.path("losses.csv"), LOSS_COLUMNS, history)
+
+    def write_plots(self, history, scores, real, last):
+        """The loss and score curves, quality.csv and the GIF of every grid up to epoch `last`."""
+        plot_loss(history, self.path("gan_loss.png"))
+        if scores:
+            write_csv(self.path("quality.csv"), QUALITY_COLUMNS, scores)
+            plot_quality(scores, real, self.path("quality.png"))
+        if self.grids(last):
+            save_gif(self.grids(last), self.path("progress.gif"))
+
+    def present(self):
+        return [n for n in self.FILES if os.path.exists(self.path(n))]
 
 
 def plot_loss(history, path):
@@ -617,17 +674,7 @@ def plot_loss(history, path):
     ax.set_ylabel("binary cross-entropy (epoch mean)")
     ax.legend()
     fig.tight_layout()
-    try:
-        save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
-
-
-def write_csv(path, columns, rows):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([columns] + list(rows))
-    save_atomically(path, write)
+    save_figure(fig, path)
 
 
 def save_gif(grid_paths, path, size=300):
@@ -638,49 +685,195 @@ def save_gif(grid_paths, path, size=300):
         tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
 
 
-def grid_path(out_dir, epoch):
-    return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
+class Checkpoint:
+    """CHECKPOINT_DIR/checkpoint.npz: every variable's value (weights, optimizer slots, random
+    states) and the run's history as JSON, rewritten after every epoch; what --resume continues."""
+    KEYS = ("epoch", "config", "history", "quality", "grid_rng")
+
+    def __init__(self, folder, config):
+        self.path, self.config = os.path.join(folder, "checkpoint.npz"), config
+
+    def read(self):
+        """(meta, arrays) of the checkpoint to resume, refused if missing, unreadable, damaged or
+        made with other settings. Read before any folder is created or model built."""
+        advice = "start without --resume, or pass the --checkpoint-dir of the run to continue"
+        if not os.path.lexists(self.path):
+            raise UsageError(f"no checkpoint at {self.path} to resume: {advice}")
+        readable_file(self.path, "checkpoint", advice)
+        try:
+            with np.load(self.path) as f:
+                meta = json.loads(str(f["meta"]))
+                arrays = [f[f"v{i}"] for i in range(len(f.files) - 1)]
+            for key in self.KEYS:
+                meta[key]  # noqa: B018  (a KeyError: a checkpoint of another version, or damaged)
+        except Exception as e:
+            raise UsageError(f"checkpoint {self.path} is damaged ({type(e).__name__}): it cannot be "
+                             "resumed; start again without --resume (that replaces it)") from None
+        for key, value in self.config.items():
+            if meta["config"].get(key) != value:
+                raise UsageError(f"checkpoint {self.path} was made with {key}={meta['config'].get(key)!r}, "
+                                 f"not {value!r}: resume with the same settings or start without --resume")
+        return meta, arrays
+
+    def restore(self, variables, arrays):
+        if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+            raise UsageError(f"checkpoint {self.path} does not fit these models: start without --resume")
+        for variable, array in zip(variables, arrays):
+            variable.assign(array)
+
+    def save(self, arrays, meta):
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, meta=json.dumps(meta), **{f"v{i}": a for i, a in enumerate(arrays)})
+        save_atomically(self.path, write)
 
 
-def save_checkpoint(path, arrays, meta):
-    """Every variable's value (weights, optimizer slots, random states) plus the JSON `meta`, in
-    one .npz written atomically."""
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=json.dumps(meta), **{f"v{i}": a for i, a in enumerate(arrays)})
-    save_atomically(path, write)
+class Folders:
+    """The run's output and checkpoint folders (one or two), entered as a context: each is checked
+    before anything is created, then created and tested with the longest temporary name the run
+    will write there, locked against a second run, and rid of the temporaries that killed runs
+    left. A run that wrote nothing leaves nothing: on exit it removes the folders and locks it made."""
+
+    def __init__(self, names):
+        """names: {folder: the file names the run writes there}."""
+        self.names, self.created, self.locks, self.wrote = {}, [], [], False
+        for folder, files in names.items():
+            check_folder(folder)
+            self.names.setdefault(folder, []).extend(files)
+
+    def __enter__(self):
+        try:
+            for folder, files in self.names.items():
+                self.make(folder, max(files, key=len))
+            seen = set()
+            for folder in self.names:
+                key = (os.stat(folder).st_dev, os.stat(folder).st_ino)  # one folder, two spellings
+                if key not in seen:
+                    seen.add(key)
+                    self.lock(folder)
+                    remove_leftovers(folder)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def make(self, folder, longest):
+        made = []
+        parent = os.path.abspath(folder)
+        while not os.path.exists(parent):
+            made.append(parent)
+            parent = os.path.dirname(parent)
+        test = temporary_name(os.path.join(folder, longest), pid="9" * 10)  # the longest PID's
+        try:
+            os.makedirs(folder, exist_ok=True)
+            self.created += reversed(made)
+            with open(test, "wb") as f:
+                f.write(b"0" * 4096)  # a full disk says so here
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            self.created += [p for p in reversed(made) if p not in self.created and os.path.isdir(p)]
+            raise UsageError(f"cannot write to folder {folder} ({e.strerror}"
+                             f"{': its files would have names of ' + str(len(test)) + ' characters' if e.errno == 36 else ''}"
+                             "): pick another with --out-dir or --checkpoint-dir") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(test)
+
+    def lock(self, folder):
+        """An OS lock (flock) on FOLDER/.lock, held until the run ends: the kernel drops it when the
+        process dies, so a killed run leaves no stale lock. A read-only .lock locks as well."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; runs into one folder are not detected there
+            return
+        path = os.path.join(folder, ".lock")
+        existed = os.path.lexists(path)
+        try:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except PermissionError:
+                fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise UsageError(f"cannot open {path} ({e.strerror}): give this user permission to read it, "
+                             "or remove it if no gan_mnist.py run is using the folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise UsageError(f"another gan_mnist.py run{f' (process {pid})' if pid else ''} is using "
+                             f"{folder}: wait for it to end, or pick another --out-dir and "
+                             "--checkpoint-dir") from None
+        self.locks.append((fd, path, existed))
+        with contextlib.suppress(OSError):  # only for the message above; a full disk may refuse it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def __exit__(self, *exc):
+        for fd, path, existed in reversed(self.locks):
+            if not self.wrote and not existed:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+            os.close(fd)
+        self.locks = []
+        if not self.wrote:
+            for folder in reversed(self.created):  # the deepest first; only if empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
 
 
-def load_checkpoint(path, variables, expected):
-    """Restore `variables` from `path` and return its meta; refuse a missing or broken
-    checkpoint, or one made with settings that differ from `expected`."""
-    if not os.path.isfile(path):
-        raise UsageError(f"no checkpoint at {path} to resume: start without --resume, "
-                         "or pass the --checkpoint-dir of the run to continue")
+def check_folder(folder):
+    """Refuse a folder the run could not create or use, before anything is made: a file where a
+    folder should be, or a symbolic link to nothing along the path."""
+    path = os.path.abspath(folder)
+    while True:
+        if os.path.lexists(path) and not os.path.exists(path):
+            raise UsageError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+                             f"create that folder, or pick another than {folder} with --out-dir or "
+                             "--checkpoint-dir")
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                raise UsageError(f"cannot write to folder {folder}: {path} is a file, not a folder; "
+                                 "pick another with --out-dir or --checkpoint-dir")
+            return
+        path = os.path.dirname(path)
+
+
+def remove_leftovers(folder):
+    """Remove the temporaries (.tmp-PID-name) that runs killed while writing left in `folder`.
+    This run holds the folder's lock, so no other run writes there now; a file whose process is
+    still alive (a --generate, say) is left alone."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        match = re.fullmatch(r"\.tmp-(\d+)-.+", name)
+        if match and not process_alive(int(match[1])):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    if removed:
+        print(f"Removed {len(removed)} partial file(s) that a stopped run left in {folder}: {', '.join(removed)}")
+
+
+def process_alive(pid):
+    if pid <= 0 or pid > 2**22:
+        return False
     try:
-        with np.load(path) as f:
-            meta = json.loads(str(f["meta"]))
-            arrays = [f[f"v{i}"] for i in range(len(variables))]
-        for key in ("epoch", "config", "history", "quality", "grid_rng"):
-            meta[key]  # noqa: B018  (a KeyError: a checkpoint of another version, or damaged)
-    except Exception as e:
-        raise UsageError(f"checkpoint {path} is unreadable ({type(e).__name__}): delete it and "
-                         "start again without --resume") from None
-    for key, value in expected.items():
-        if meta["config"].get(key) != value:
-            raise UsageError(f"checkpoint {path} was made with {key}={meta['config'].get(key)!r}, "
-                             f"not {value!r}: resume with the same settings or start without --resume")
-    if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
-        raise UsageError(f"checkpoint {path} does not fit these models: start without --resume")
-    for variable, array in zip(variables, arrays):
-        variable.assign(array)
-    return meta
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, but another user's
+        return True
+    return True
 
 
 class StopSignal:
     """Ctrl-C and SIGTERM. Until defer() (start-up: nothing written yet) they stop at once; after
-    it they only set `requested`, which the training loop reads after each step, and the final
+    it they only set `requested`, which Run.after_step reads after each step, and the final
     writes complete. The handlers before it come back on exit."""
+
+    def __init__(self, message):
+        self.message = message
 
     def __enter__(self):
         self.requested, self.deferred = False, False
@@ -690,7 +883,7 @@ class StopSignal:
     def handle(self, signum, frame):
         self.requested = True
         if not self.deferred:
-            raise KeyboardInterrupt
+            raise Stopped(self.message)
 
     def defer(self):
         self.deferred = True
@@ -700,31 +893,163 @@ class StopSignal:
             signal.signal(s, handler)
 
 
-def lock_folders(stack, *folders):
-    """An OS lock (flock) on FOLDER/.lock for each folder, held until this run ends: the kernel
-    drops it when the process dies, so a killed run leaves no stale lock. A second run into the
-    same folder is refused."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; runs into one folder are not detected there
-        return
-    for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
-        f = stack.enter_context(open(os.path.join(folder, ".lock"), "a+"))
+class Run:
+    """What train() hands its bookkeeping to: the loss and score history, the grid and score noise,
+    the checkpoint, the run's folders and what it tells the user. Everything is checked when it is
+    made, before a folder is created or a model built; `with run:` holds the folders."""
+
+    def __init__(self, args, source, digits, scorer, stop):
+        self.args, self.scorer, self.stop = args, scorer, stop
+        self.config = {"batch_size": args.batch_size, "data": source, "digits": digits,
+                       "random_dim": args.random_dim, "seed": args.seed,
+                       "learning_rate": args.learning_rate, "beta_1": args.beta_1,
+                       "real_label": args.real_label, "ema_decay": args.ema_decay,
+                       "fixed_noise": args.fixed_noise, "precision": args.precision}
+        if BACKEND != "tensorflow":  # checkpoints of the tutorial's backend stay as they were
+            self.config["backend"] = BACKEND
+        self.folder = RunFolder(args.out_dir, args.epochs, args.sample_every)
+        self.checkpoint = Checkpoint(args.checkpoint_dir, self.config)
+        for path in [self.checkpoint.path] + [self.folder.path(n) for n in RunFolder.FILES]:
+            if os.path.isdir(path):
+                raise UsageError(f"{path} is a folder, not a file: move it away or pick another folder")
+        self.folders = Folders({args.out_dir: self.folder.names(), args.checkpoint_dir: ["checkpoint.npz"]})
+        self.saved = self.checkpoint.read() if args.resume else None
+        self.grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
+        self.fixed_noise = grid_noise(self.grid_rng, args.random_dim)
+        self.score_noise = quality_noise(args.seed, args.random_dim, args.score_digits)
+        self.history, self.quality = [], []  # rows of LOSS_COLUMNS and of QUALITY_COLUMNS
+        self.saved_epoch = 0  # the epoch the checkpoint on disk holds (0: none from this run)
+        self.trained = False  # whether this process trained an epoch
+
+    def __enter__(self):
+        self.folders.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.folders.__exit__(*exc)
+
+    def begin(self, generator, discriminator, gan, ema_generator, rng):
+        """Restore the checkpoint with --resume; the first epoch to train. Signals wait from here."""
+        self.sampler = ema_generator or generator  # what draws the grids and generator.keras
+        self.variables = (generator.variables + discriminator.variables
+                          + discriminator.optimizer.variables + gan.optimizer.variables
+                          + (ema_generator.variables if ema_generator else []) + [rng.state])
+        if self.saved:
+            meta, arrays = self.saved
+            self.checkpoint.restore(self.variables, arrays)
+            self.history, self.quality = [tuple(row) for row in meta["history"]], meta["quality"]
+            self.grid_rng.bit_generator.state = meta["grid_rng"]
+            self.saved_epoch = meta["epoch"]
+            print(f"Resuming from {self.checkpoint.path} after epoch {meta['epoch']}.")
+            self.redraw_missing_grids()
+        elif os.path.exists(self.checkpoint.path):
+            print(f"Starting a new run: {self.checkpoint.path} will be replaced (use --resume to continue it).")
+        self.stop.defer()  # from here Ctrl-C / SIGTERM ends the run after the current step
+        self.new_epoch()
+        return self.saved_epoch + 1
+
+    def new_epoch(self):
+        self.started, self.d_sum, self.g_sum, self.steps = time.perf_counter(), 0.0, 0.0, 0
+
+    def after_step(self, epoch, d_loss, g_loss):
+        if not (0 <= d_loss < 100 and 0 <= g_loss < 100):  # NaN, inf, or a saturated sigmoid
+            self.diverged(epoch, self.steps + 1, d_loss, g_loss)
+        self.d_sum, self.g_sum, self.steps = self.d_sum + d_loss, self.g_sum + g_loss, self.steps + 1
+        if self.stop.requested:
+            raise Stopped(self.stopped_message(epoch))
+
+    def end_epoch(self, epoch):
+        """Record the epoch; at sample epochs the grid, scores, plots and GIF; then the checkpoint."""
+        seconds = time.perf_counter() - self.started
+        d_loss, g_loss = self.d_sum / self.steps, self.g_sum / self.steps
+        arrays = [v.numpy() for v in self.variables]
+        if not all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f"):
+            self.diverged(epoch, None, d_loss, g_loss)  # before anything of this epoch is written
+        self.history.append((epoch, d_loss, g_loss, round(seconds, 3)))
+        line = f"Epoch {epoch}/{self.args.epochs}: d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  {seconds:.1f}s"
+        with self.writing():
+            self.folder.write_losses(self.history)
+            if self.folder.is_sample_epoch(epoch):
+                noise = self.fixed_noise if self.args.fixed_noise else grid_noise(self.grid_rng, self.args.random_dim)
+                plot_generated_images(self.sampler, noise, grid_path(self.args.out_dir, epoch))
+                if self.scorer:
+                    scores = self.scorer.rate(self.sampler, self.score_noise)
+                    self.quality.append(quality_row(epoch, scores))
+                    line += f"  | {describe_quality(scores)}"
+                self.folder.write_plots(self.history, self.quality, self.real(), epoch)
+            print(line)
+            self.checkpoint.save(arrays, {
+                "epoch": epoch, "config": self.config, "history": self.history,
+                "quality": self.quality, "grid_rng": self.grid_rng.bit_generator.state})
+        self.saved_epoch, self.trained = epoch, True
+        self.new_epoch()
+
+    def real(self):
+        return self.scorer.real if self.scorer else None
+
+    def redraw_missing_grids(self):
+        """Resuming into a folder without the earlier grids (another --out-dir): the checkpoint's
+        own epoch can be redrawn exactly (same weights, same fixed noise); earlier ones cannot."""
+        epoch, path = self.saved_epoch, grid_path(self.args.out_dir, self.saved_epoch)
+        if self.folder.is_sample_epoch(epoch) and self.args.fixed_noise and not os.path.exists(path):
+            with self.writing():
+                plot_generated_images(self.sampler, self.fixed_noise, path)
+        have = set(self.folder.grids(epoch))
+        missing = [k for k in self.folder.sample_epochs(epoch) if grid_path(self.args.out_dir, k) not in have]
+        if missing:
+            print(f"Note: {self.args.out_dir} lacks the grids of epochs {', '.join(map(str, missing))}, which "
+                  "the checkpoint cannot redraw (it keeps only the latest weights): progress.gif will "
+                  "start later. losses.csv and quality.csv will be complete.")
+
+    def finish(self):
+        """generator.keras. With --resume of a finished run (say, killed in its final save) also
+        the other final files again, from the checkpoint's history, in case any is missing."""
+        done = self.saved_epoch
+        with self.writing():
+            if not self.trained:
+                self.folder.write_losses(self.history)
+                self.folder.write_plots(self.history, self.quality, self.real(), done)
+            save_atomically(self.folder.path("generator.keras"), self.sampler.save)  # tmp name keeps .keras
+        if not self.trained:
+            print(f"The checkpoint already holds epoch {done} (--epochs {self.args.epochs}): wrote the "
+                  "run's final files from it. Raise --epochs to train further.")
+        print(f"Done: {len(self.folder.grids(done))} grids, {', '.join(self.folder.present())} in "
+              f"{self.args.out_dir}/")
+
+    def command(self, resume=True):
+        argv = [a for a in self.args.argv if a != "--resume"] + (["--resume"] if resume else [])
+        return shlex.join(["python", self.args.script] + argv)
+
+    def stopped_message(self, epoch):
+        if self.saved_epoch == 0:
+            return (f"Stopped during epoch {epoch}, before the first checkpoint: there is nothing to "
+                    f"resume. Start again with: {self.command(resume=False)}")
+        return (f"Stopped during epoch {epoch}; the checkpoint holds epoch {self.saved_epoch}. "
+                f"Resume with: {self.command()}")
+
+    def diverged(self, epoch, step, d_loss, g_loss):
+        where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch} (a weight is not finite)"
+        kept = f"the checkpoint keeps epoch {self.saved_epoch}, the last good one" if self.saved_epoch else \
+            "no checkpoint was written"
+        raise RunFailed(f"training diverged at {where} (d_loss {d_loss:.4g}, g_loss {g_loss:.4g}); {kept}: "
+                        f"lower the learning rate (LEARNING_RATE is {self.args.learning_rate}) or check the "
+                        "data, then start again")
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A failed write: one line that says what the checkpoint still holds."""
+        self.folders.wrote = True
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            pid = f.read().strip()
-            raise UsageError(f"another gan_mnist.py run{f' (process {pid})' if pid else ''} is using "
-                             f"{folder}: wait for it to end, or pick another --out-dir and "
-                             "--checkpoint-dir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+            yield
+        except WriteFailed as e:
+            if self.saved_epoch:
+                raise RunFailed(f"{e}; the checkpoint holds epoch {self.saved_epoch}: free some space or "
+                                f"fix the folder, then resume with: {self.command()}") from None
+            raise RunFailed(f"{e}; no checkpoint was written yet: free some space or fix the folder, "
+                            f"then start again with: {self.command(resume=False)}") from None
 
 
-# ------------------------------------------------------------- quality score (not in the tutorial)
+# -------------------------------------------------------------------------------- the digit score
 # A GAN's losses say little about its digits. A small CNN trained on MNIST (data/digit_classifier.npz,
 # made by data/make_digit_classifier.py) reads a fixed set of generated digits at every grid and
 # gives three numbers: the Frechet distance between its features of those digits and of real
@@ -754,28 +1079,37 @@ def frechet_distance(mean1, cov1, mean2, cov2_sqrt):
 
 
 class DigitScorer:
-    """The bundled classifier and the statistics of the real held-out digits it compares with."""
+    """The bundled classifier and the statistics of the real held-out digits it compares with.
+    scorer(images) scores digits, scorer.rate(generator, noise) a generator's."""
 
     def __init__(self, path):
         fix = ("restore it with `git checkout -- data/digit_classifier.npz`, rebuild it with "
                "data/make_digit_classifier.py, or pass --score-digits 0 to train without scores")
-        if not os.path.isfile(path):
-            raise UsageError(f"digit classifier {path} not found: {fix}")
+        readable_file(path, "digit classifier", fix)
         self.model = get_digit_classifier()
         try:
             with np.load(path) as f:
-                weights = [f[f"w{i}"] for i in range(len(self.model.weights))]
-                self.mean, cov = f["reference_mean"].astype(np.float64), f["reference_cov"].astype(np.float64)
-                self.real = {k: float(f["real_" + k]) for k in ("frechet_distance", "classifier_score", "top_share")}
+                arrays = {name: f[name] for name in f.files}
         except Exception as e:
-            raise UsageError(f"digit classifier {path} is unreadable ({type(e).__name__}): {fix}") from None
-        if [w.shape for w in weights] != [tuple(w.shape) for w in self.model.weights]:
-            raise UsageError(f"digit classifier {path} does not fit 28x28 digits and this scoring "
-                             f"network (another input size or layout?): {fix}")
-        self.model.set_weights(weights)
+            raise UsageError(f"digit classifier {path} is damaged ({type(e).__name__}): {fix}") from None
+        expected = {f"w{i}": tuple(w.shape) for i, w in enumerate(self.model.weights)}
+        expected.update(reference_mean=(64,), reference_cov=(64, 64), real_frechet_distance=(),
+                        real_classifier_score=(), real_top_share=())
+        for name, shape in expected.items():
+            a = arrays.get(name)
+            trouble = ("has no " + name if a is None else
+                       f"has {name} of shape {a.shape}, not {shape} (another input size or layout?)"
+                       if a.shape != shape else
+                       f"holds {name} as {a.dtype}, not floats" if a.dtype.kind != "f" else
+                       f"holds values in {name} that are not finite" if not np.isfinite(a).all() else None)
+            if trouble:
+                raise UsageError(f"digit classifier {path} does not fit this scoring network: it {trouble}: {fix}")
+        self.model.set_weights([arrays[f"w{i}"] for i in range(len(self.model.weights))])
+        self.mean, cov = arrays["reference_mean"].astype(np.float64), arrays["reference_cov"].astype(np.float64)
+        self.real = {k: float(arrays["real_" + k]) for k in ("frechet_distance", "classifier_score", "top_share")}
         eigenvalues, eigenvectors = np.linalg.eigh(cov)
         self.cov_sqrt = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
-        self.predict = tf.function(self.model)
+        self.predict = tf.function(self.model) if BACKEND == "tensorflow" else self.model.predict_on_batch
 
     def __call__(self, images):
         """Scores of `images` (N, 784) in [-1, 1]: dict of frechet_distance, classifier_score,
@@ -789,17 +1123,16 @@ class DigitScorer:
                 "classifier_score": float(np.exp(kl.mean())), "shares": shares,
                 "top_class": int(shares.argmax()), "top_share": float(shares.max())}
 
+    def rate(self, generator, noise):
+        return self(generator(noise, training=False))
 
-def score_noise(seed, random_dim, count):
+
+def quality_noise(seed, random_dim, count):
     """The noise the scores are drawn from: fixed for a seed, apart from the grids' stream."""
     return np.random.default_rng((seed, 1)).normal(0, 1, size=(count, random_dim)).astype(np.float32)
 
 
-def score_generator(scorer, generator, noise):
-    return scorer(generator(noise, training=False))
-
-
-def describe_scores(scores):
+def describe_quality(scores):
     return (f"FD {scores['frechet_distance']:.2f}  score {scores['classifier_score']:.2f}  "
             f"most common: {scores['top_class']}s {scores['top_share']:.0%}")
 
@@ -829,10 +1162,43 @@ def plot_quality(quality, real, path):
     axes[0].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+# ------------------------------------------------------------------- saved generators and grids
+def load_generator(path):
+    """A generator.keras: one noise vector in, 784 pixels out."""
+    advice = "pass the generator.keras that a training run wrote to its --out-dir"
+    readable_file(path, "generator file", advice)
     try:
-        save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+        generator = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise UsageError(f"cannot load a generator from {path} ({type(e).__name__}): it is damaged or "
+                         f"not a Keras model; {advice}") from None
+    inputs = getattr(generator, "inputs", None) or []
+    if (len(inputs) != 1 or len(inputs[0].shape) != 2 or not str(inputs[0].dtype).startswith("float")
+            or tuple(generator.outputs[0].shape[1:]) != (784,) or len(generator.outputs) != 1):
+        raise UsageError(f"{path} is not a generator of this script: it must take one vector of noise "
+                         f"and give 784 pixels (it takes {[tuple(i.shape) for i in inputs]} and gives "
+                         f"{[tuple(o.shape) for o in generator.outputs]}); {advice}")
+    return generator
+
+
+def generate(args):
+    """--generate: a 10x10 grid from a saved generator; no training data needed."""
+    out = args.out or os.path.join(os.path.dirname(args.generate), "generated.png")
+    if os.path.isdir(out):
+        raise UsageError(f"--out {out} is a folder: pass the path of the PNG to write")
+    generator = load_generator(args.generate)
+    noise = grid_noise(np.random.default_rng(args.seed), generator.inputs[0].shape[-1])  # = the run's grids
+    folder = os.path.dirname(out) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+        print(f"Wrote {plot_generated_images(generator, noise, out)}")
+    except OSError as e:
+        raise UsageError(f"cannot write to folder {folder} ({e.strerror}): pick another --out") from None
+    except WriteFailed as e:
+        raise UsageError(f"{e}: pick another --out") from None
 
 
 def grid_digits(path):
@@ -840,12 +1206,18 @@ def grid_digits(path):
     repository's) as (100, 784) in [-1, 1]: each is cut from its cell as a box of 28 x (pixels
     per digit pixel, the commonest run of equal pixels along inked rows) centred on the ink's
     centre of mass, as MNIST centres its digits, and shrunk to 28x28; white -1, black +1."""
+    readable_file(path, "image", "pass a PNG of a 10x10 grid of digits")
     try:
         ink = 255 - np.asarray(Image.open(path).convert("L"), np.float32)
     except Exception as e:
         raise UsageError(f"cannot read an image from {path} ({type(e).__name__})") from None
-    cell = ink.shape[0] // 10
+    height, width = ink.shape
+    if min(height, width) < 280 or not 0.8 <= width / height <= 1.25:
+        raise UsageError(f"{path} is {width}x{height} pixels, not a 10x10 grid of digits (about square, "
+                         "at least 280 pixels a side): pass a grid that gan_mnist.py or the 2017 code drew")
+    cell = height // 10
     runs = [np.diff(np.flatnonzero(np.diff(row))) for row in ink if (row > 55).sum() >= 5]
+    runs = [r for r in runs if len(r)]
     side = 28 * int(np.bincount(np.concatenate(runs or [[1]]).astype(int)).argmax())
     padded = np.pad(ink, side)
     digits = []
@@ -859,84 +1231,37 @@ def grid_digits(path):
     return np.stack(digits).reshape(100, 784)
 
 
-def score(path, seed, scorer, digits):
-    """--score: the quality score of a saved generator, or of the 100 digits of a grid PNG,
-    beside real digits'."""
-    if path.lower().endswith(".png"):
+def score_file(args):
+    """--score: the quality of a saved generator, or of the 100 digits of a grid PNG, beside real
+    digits'."""
+    scorer = DigitScorer(args.classifier)
+    if args.score.lower().endswith(".png"):
+        digits = grid_digits(args.score)
         real = load_mnist_data("subset", limit=100)[0]
         with tempfile.TemporaryDirectory() as folder:  # real digits, drawn and cut out the same way
             real_grid = plot_generated_images(lambda noise, training: real, real, os.path.join(folder, "real.png"))
-            print(f"100 real digits drawn as a grid and cut out again: {describe_scores(scorer(grid_digits(real_grid)))}")
-        print(f"{path} (its 100 digits): {describe_scores(scorer(grid_digits(path)))}")
-        return 0
-    generator = load_generator(path)
+            print(f"100 real digits drawn as a grid and cut out again: {describe_quality(scorer(grid_digits(real_grid)))}")
+        print(f"{args.score} (its 100 digits): {describe_quality(scorer(digits))}")
+        return
+    generator = load_generator(args.score)
+    count = args.score_digits or SCORE_DIGITS
     real = scorer.real
     print(f"Real held-out MNIST digits (the top of the scale): FD {real['frechet_distance']:.2f}  "
           f"score {real['classifier_score']:.2f}  most common digit {real['top_share']:.0%}")
-    scores = score_generator(scorer, generator, score_noise(seed, generator.input_shape[-1], digits))
-    print(f"{path} ({digits} digits, seed {seed}): {describe_scores(scores)}")
+    scores = scorer.rate(generator, quality_noise(args.seed, generator.inputs[0].shape[-1], count))
+    print(f"{args.score} ({count} digits, seed {args.seed}): {describe_quality(scores)}")
     print("class shares: " + "  ".join(f"{d}: {x:.1%}" for d, x in enumerate(scores["shares"])))
-    return 0
 
 
-# ------------------------------------------------------------------- a saved generator: grids, scores
-def load_generator(model_path):
-    if not os.path.isfile(model_path):
-        raise UsageError(f"generator file {model_path} not found: pass the generator.keras "
-                         "that a training run wrote to its --out-dir")
-    try:
-        generator = keras.models.load_model(model_path, compile=False)
-        if len(generator.input_shape) != 2 or generator.output_shape[1:] != (784,):
-            raise ValueError("not a noise -> 784-pixel generator")
-    except Exception as e:
-        raise UsageError(f"cannot load a generator from {model_path} ({type(e).__name__}): pass "
-                         "a generator.keras written by gan_mnist.py") from None
-    return generator
-
-
-def generate(model_path, out_path, seed):
-    """Draw a 10x10 grid from a saved generator; no training data needed."""
-    if os.path.isdir(out_path):
-        raise UsageError(f"--out {out_path} is a folder: pass the path of the PNG to write")
-    generator = load_generator(model_path)
-    noise = grid_noise(np.random.default_rng(seed), generator.input_shape[-1])  # = the run's grids
-    make_dirs(os.path.dirname(out_path) or ".")
-    try:
-        print(f"Wrote {plot_generated_images(generator, noise, out_path)}")
-    except WriteFailed as e:
-        raise UsageError(f"{e}: pick another --out") from None
-    return 0
-
-
-# ------------------------------------------------------------------------------ command line
-def data_name(source, limit):
-    """What {data} in OUT_DIR and CHECKPOINT_DIR stands for: mnist, subset, a file or folder name,
-    with -first<N> for --limit N: one folder per training set, never two sets' files in one."""
-    name = source if source in ("mnist", "subset") else \
-        os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
-    return f"{name}-first{limit}" if limit else name
-
-
-def make_dirs(*paths):
-    for path in paths:
-        try:
-            os.makedirs(path, exist_ok=True)
-            test = os.path.join(path, f".tmp-{os.getpid()}-write-test")
-            with open(test, "w"):
-                pass
-            os.remove(test)
-        except OSError as e:
-            raise UsageError(f"cannot write to folder {path} ({e.strerror}): "
-                             "pick another with --out-dir or --checkpoint-dir") from None
-
-
+# ------------------------------------------------------------------------------------ the command line
 # What each setting must be: (argument, its constant, type, test, the rule in words)
 RULES = [("epochs", "EPOCHS", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("batch_size", "BATCH_SIZE", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("sample_every", "SAMPLE_EVERY", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("limit", "LIMIT", int, lambda v: v >= 1, "a whole number of 1 or more (None: all the digits)"),
          ("seed", "SEED", int, lambda v: 0 <= v < 2**32, "a whole number from 0 to 2**32 - 1"),
-         ("score_digits", "SCORE_DIGITS", int, lambda v: v == 0 or v >= 100, "0 (no scores) or at least 100"),
+         ("score_digits", "SCORE_DIGITS", int, lambda v: v == 0 or 100 <= v <= 100_000,
+          "0 (no scores) or from 100 to 100000"),
          ("ema_decay", "EMA_DECAY", float, lambda v: 0 <= v < 1, "at least 0 and below 1"),
          ("random_dim", "RANDOM_DIM", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("learning_rate", "LEARNING_RATE", float, lambda v: 0 < v < 1, "above 0 and below 1"),
@@ -980,7 +1305,7 @@ def get_args(argv=None):
     p.add_argument("--ema-decay", type=float, default=EMA_DECAY,
                    help="decay of the generator's moving average used for grids; 0 = raw generator")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=PRECISION,
-                   help="bfloat16: Keras mixed precision, faster on CPUs with AMX or AVX512-BF16")
+                   help="bfloat16: Keras mixed precision (see the README: faster on some CPUs only)")
     p.add_argument("--score-digits", type=int, default=SCORE_DIGITS,
                    help="digits drawn to score the generator at every grid; 0 = no scores")
     p.add_argument("--classifier", default=CLASSIFIER, help="the digit classifier that scores")
@@ -996,46 +1321,68 @@ def get_args(argv=None):
     args.real_label, args.fixed_noise = REAL_LABEL, FIXED_NOISE
     for rule in RULES:
         check_setting(p, *rule, getattr(args, rule[0]))
+    if BACKEND not in ("tensorflow", "jax"):
+        p.error(f"KERAS_BACKEND={BACKEND} is not supported here: use tensorflow (the default) or jax")
     args.argv, args.script = p.argv, sys.argv[0] if argv is None else os.path.relpath(__file__)
     return args
 
 
+def data_name(source, limit):
+    """What {data} in OUT_DIR and CHECKPOINT_DIR stands for: mnist, subset, a file or folder name,
+    with -first<N> for --limit N: one folder per training set, never two sets' files in one."""
+    name = source if source in ("mnist", "subset") else \
+        os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    return f"{name}-first{limit}" if limit else name
+
+
+def prepare(args, stop):
+    """Everything a training run checks before it builds a model or makes a folder: the
+    classifier, the data, the batch size, the folders and, with --resume, the checkpoint."""
+    scorer = DigitScorer(args.classifier) if args.score_digits else None
+    x_train, source = load_mnist_data(args.data, args.limit)
+    if args.batch_size > len(x_train):
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
+                         "training digits: lower --batch-size or raise --limit")
+    name = data_name(source, args.limit if len(x_train) == args.limit else None)
+    args.out_dir, args.checkpoint_dir = (d.replace("{data}", name) for d in (args.out_dir, args.checkpoint_dir))
+    run = Run(args, source, len(x_train), scorer, stop)
+    print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()
+                                 if v is not None and k not in ("argv", "script")))
+    if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()  # same seed, same run on a GPU too
+    keras.utils.set_random_seed(args.seed)  # python, numpy and the backend's
+    print(f"Training on {len(x_train)} digits ({source}), {len(x_train) // args.batch_size} steps "
+          f"per epoch{'' if BACKEND == 'tensorflow' else f', Keras backend {BACKEND}'}.")
+    if scorer:
+        print(f"Scoring {args.score_digits} digits at every grid; real held-out digits score "
+              f"FD {scorer.real['frechet_distance']:.2f}, score {scorer.real['classifier_score']:.2f}.")
+    return x_train, run
+
+
 def main(argv=None):
-    args = get_args(argv)
-    with StopSignal() as stop, contextlib.ExitStack() as locks:
+    """Every way the script ends, in one place: 0 done, 1 the run failed, 2 bad input, 130 stopped."""
+    args = get_args(argv)  # a bad flag or constant: argparse's usage and one line, exit code 2
+    training = not (args.generate or args.score)
+    with StopSignal("Stopped before training started; nothing was saved. Run the command again to start."
+                    if training else "Stopped; nothing was written.") as stop:
         try:
             if args.generate:
-                out = args.out or os.path.join(os.path.dirname(args.generate), "generated.png")
-                return generate(args.generate, out, args.seed)
-            scorer = DigitScorer(args.classifier) if args.score or args.score_digits else None
-            if args.score:
-                return score(args.score, args.seed, scorer, args.score_digits or SCORE_DIGITS)
-            x_train, source = load_mnist_data(args.data, args.limit)
-            if args.batch_size > len(x_train):
-                raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
-                                 "training digits: lower --batch-size or raise --limit")
-            name = data_name(source, args.limit if len(x_train) == args.limit else None)
-            args.out_dir, args.checkpoint_dir = (d.replace("{data}", name) for d in (args.out_dir, args.checkpoint_dir))
-            make_dirs(args.out_dir, args.checkpoint_dir)
-            lock_folders(locks, args.out_dir, args.checkpoint_dir)
-            print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()
-                                         if v is not None and k not in ("argv", "script")))
-            keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow
-            print(f"Training on {len(x_train)} digits ({source}), "
-                  f"{len(x_train) // args.batch_size} steps per epoch.")
-            if scorer:
-                real = scorer.real
-                print(f"Scoring {args.score_digits} digits at every grid; real held-out digits score "
-                      f"FD {real['frechet_distance']:.2f}, score {real['classifier_score']:.2f}.")
-            return train(x_train, source, scorer, stop, args)
+                generate(args)
+            elif args.score:
+                score_file(args)
+            else:
+                x_train, run = prepare(args, stop)
+                with run:
+                    train(x_train, run, args)
+            return 0
         except UsageError as e:
             print(f"gan_mnist.py: error: {e}", file=sys.stderr)
             return 2
         except RunFailed as e:
             print(f"gan_mnist.py: stopped: {e}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:  # a signal before training started: nothing to save
-            print("Stopped before training started; nothing was saved. Run the command again to start.")
+        except Stopped as e:
+            print(e)
             return 130
 
 

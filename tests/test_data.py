@@ -1,4 +1,5 @@
-"""Training data: MNIST's idx files as --data, the digits' type and range, one folder per data set."""
+"""Training data: the bundled subset, Keras' MNIST, .npz and idx files, the digits' type and
+range, one folder per data set, and what a file that cannot be read says."""
 import gzip
 import os
 
@@ -107,3 +108,103 @@ def test_one_folder_per_data_set(main, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / "samples")) == ["mine", "subset-first64"]
     assert sorted(os.listdir(tmp_path / "ck")) == ["mine", "subset-first64"]
     assert len(losses(tmp_path / "samples" / "mine")) == 1
+
+
+def test_an_idx_header_too_large_is_refused_before_reading(main, tmp_path, capsys, monkeypatch):
+    """H13: a .gz whose header claims 10**9 images is refused from its 16-byte header; no read
+    of the data is even attempted."""
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((10, 28, 28), np.uint8), dims=(10**9, 28, 28))
+    reads = []
+    real_open = gzip.open
+
+    def spy(*args, **kwargs):
+        f = real_open(*args, **kwargs)
+        read = f.read
+        f.read = lambda n=-1: (reads.append(n), read(n))[1]
+        return f
+    monkeypatch.setattr(gzip, "open", spy)
+    assert main("--data", str(folder), "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "header says 1,000,000,000 items (784 GB), more than an MNIST file can hold" in err
+    assert reads == [16] and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/dev/null", "data file /dev/null is not a regular file (a device or a pipe?)"),
+    ("FOLDER.npz", "is a folder, not a file"),
+])
+def test_data_that_is_not_a_file_says_what_it_is(main, tmp_path, capsys, path, message):
+    """H15: not "not found" for something that exists."""
+    if path == "FOLDER.npz":
+        (tmp_path / "FOLDER.npz").mkdir()
+        (tmp_path / "FOLDER.npz" / "x").write_text("")  # a folder that is not an idx folder either
+        path = str(tmp_path / "FOLDER.npz")
+        message = "no train-images-idx3-ubyte (or train-images-idx3-ubyte.gz) in folder"
+    assert main("--data", path, "--epochs", "1") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_damaged_bundled_subset_says_how_to_restore_it(main, tmp_path, capsys, monkeypatch):
+    """H15: the bundled file is named as such, with its git checkout fix."""
+    (tmp_path / "mnist_5k.npz").write_bytes(b"PK\x03\x04 damaged")
+    monkeypatch.setattr(gan_mnist, "SUBSET_PATH", str(tmp_path / "mnist_5k.npz"))
+    assert main("--data", "subset", "--epochs", "1", "--out-dir", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "it is the bundled subset: restore it with `git checkout -- data/mnist_5k.npz`" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_data_file(main, run, tmp_path, capsys):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    result = run("--data", str(bad))
+    assert result.returncode == 2
+    assert f"cannot read digits from {bad}" in result.stderr
+    assert "Traceback" not in result.stderr
+    np.savez(tmp_path / "wrong.npz", x_train=np.zeros((10, 5)))
+    assert main("--data", str(tmp_path / "wrong.npz")) == 2
+    assert "expected (N, 28, 28)" in capsys.readouterr().err
+
+
+def test_subset_is_scaled_to_minus_one_one():
+    x_train, source = gan_mnist.load_mnist_data("subset")
+    assert source == "subset"
+    assert x_train.shape == (5000, 784) and x_train.dtype == np.float32
+    assert x_train.min() == -1.0 and x_train.max() == 1.0
+    assert gan_mnist.load_mnist_data("subset", limit=300)[0].shape == (300, 784)
+    with np.load(gan_mnist.SUBSET_PATH) as f:  # shuffled: the first digits hold every class
+        assert set(f["y_train"][:100]) == set(range(10))
+
+
+def test_npz_path_like_keras_mnist(tmp_path):
+    digits_ = np.zeros((7, 28, 28), np.uint8)
+    digits_[:, 3, 4] = 255
+    np.savez(tmp_path / "mnist.npz", x_train=digits_, y_train=np.arange(7))
+    x_train, source = gan_mnist.load_mnist_data(str(tmp_path / "mnist.npz"))
+    assert x_train.shape == (7, 784) and source == str(tmp_path / "mnist.npz")
+    assert x_train[0, 3 * 28 + 4] == 1.0 and x_train[0, 0] == -1.0
+
+
+def test_offline_auto_falls_back_to_the_subset(monkeypatch, capsys):
+    import keras
+
+    def no_network():
+        raise Exception("URL fetch failure on https://example/mnist.npz: None -- no network")
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", no_network)
+    x_train, source = gan_mnist.load_mnist_data("auto")
+    assert source == "subset" and x_train.shape == (5000, 784)
+    out = capsys.readouterr().out
+    assert "Full MNIST is unavailable" in out and "bundled 5,000-digit subset" in out
+    with pytest.raises(gan_mnist.UsageError, match="cannot load full MNIST"):
+        gan_mnist.load_mnist_data("mnist")
+
+
+def test_auto_uses_full_mnist_when_keras_has_it(monkeypatch):
+    import keras
+    digits_ = np.full((60, 28, 28), 255, np.uint8)
+    monkeypatch.setattr(keras.datasets.mnist, "load_data",
+                        lambda: ((digits_, np.zeros(60)), (digits_[:1], np.zeros(1))))
+    x_train, source = gan_mnist.load_mnist_data("auto")
+    assert source == "mnist" and x_train.shape == (60, 784) and x_train.min() == 1.0

@@ -2,8 +2,7 @@
 import keras
 import numpy as np
 
-from conftest import TINY, losses, pixels
-from test_long_runs import checkpoint, same_arrays
+from conftest import TINY, checkpoint_arrays, losses, pixels, same_arrays
 
 BF16 = ["--precision", "bfloat16", "--sample-every", "1000", *TINY]
 
@@ -17,8 +16,8 @@ def test_bfloat16_run_resume_refusal_and_generate(main, tmp_path, capsys):
     assert "was made with precision='bfloat16', not 'float32'" in capsys.readouterr().err
     assert main("--epochs", "3", *BF16, "--resume") == 0
     assert losses(tmp_path / "out") == losses(tmp_path / "a")
-    assert same_arrays(checkpoint(tmp_path / "ck" / "checkpoint.npz"),
-                       checkpoint(tmp_path / "a_ck" / "checkpoint.npz"))
+    assert same_arrays(checkpoint_arrays(tmp_path / "ck" / "checkpoint.npz"),
+                       checkpoint_arrays(tmp_path / "a_ck" / "checkpoint.npz"))
     rows = losses(tmp_path / "a")
     assert len(rows) == 3 and all(0 < float(d) < 5 and 0 < float(g) < 10 for _, d, g in rows)
 

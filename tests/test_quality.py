@@ -68,8 +68,8 @@ def test_scores_are_deterministic_and_score_flag_repeats_the_runs_last(main, tmp
     for row in rows:
         assert sum(float(row[f"share_{d}"]) for d in range(10)) == pytest.approx(1.0, abs=1e-3)
     generator = gan_mnist.load_generator(str(tmp_path / "out" / "generator.keras"))
-    noise = gan_mnist.score_noise(10, 100, 200)  # TINY scores 200 digits
-    a, b = (gan_mnist.score_generator(scorer, generator, noise) for _ in range(2))
+    noise = gan_mnist.quality_noise(10, 100, 200)  # TINY scores 200 digits
+    a, b = (scorer.rate(generator, noise) for _ in range(2))
     assert a["frechet_distance"] == b["frechet_distance"] and np.array_equal(a["shares"], b["shares"])
     assert gan_mnist.quality_row(2, a)[1:] == [float(v) if "." in v else int(v) for v in list(rows[-1].values())[1:]]
     capsys.readouterr()
@@ -90,6 +90,7 @@ def test_no_scores_with_score_digits_0(main, tmp_path, capsys):
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "not_npz", "other_input_size"])
 def test_bad_classifier_file_exits_2(main, tmp_path, capsys, damage):
+    """Refused before anything is written, for training and for --score."""
     path = tmp_path / "classifier.npz"
     data = open(gan_mnist.CLASSIFIER, "rb").read()
     if damage == "truncated":
@@ -125,3 +126,46 @@ def test_score_a_grid_png(main, tmp_path, scorer, capsys):
     (tmp_path / "bad.png").write_text("not an image")
     assert main("--score", str(tmp_path / "bad.png")) == 2
     assert "cannot read an image from" in capsys.readouterr().err
+
+
+def classifier_with(tmp_path, **changes):
+    with np.load(gan_mnist.CLASSIFIER) as f:
+        arrays = dict(f)
+    arrays.update(changes)
+    path = tmp_path / "classifier.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("change, trouble", [
+    ("strings", "holds w0 as <U8, not floats"),
+    ("int32", "holds w0 as int32, not floats"),
+    ("bool", "holds w0 as bool, not floats"),
+    ("nan", "holds values in w0 that are not finite"),
+    ("short_reference", "has reference_mean of shape (10,), not (64,)"),
+])
+def test_a_classifier_of_the_right_shapes_but_wrong_values_is_refused(main, tmp_path, capsys, change, trouble):
+    """H8: a classifier whose arrays fit but hold strings, integers, booleans or NaN, or whose
+    reference statistics are cut, would score garbage (or fail after epoch 1): refused at start."""
+    with np.load(gan_mnist.CLASSIFIER) as f:
+        w0, mean = f["w0"], f["reference_mean"]
+    changes = {"strings": {"w0": w0.astype("U8")}, "int32": {"w0": w0.astype(np.int32)},
+               "bool": {"w0": w0 > 0}, "nan": {"w0": np.full_like(w0, np.nan)},
+               "short_reference": {"reference_mean": mean[:10]}}[change]
+    path = classifier_with(tmp_path, **changes)
+    assert main("--epochs", "1", *TINY, "--classifier", str(path)) == 2
+    err = capsys.readouterr().err
+    assert f"digit classifier {path} does not fit this scoring network: it {trouble}" in err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size", [(50, 50), (5, 5), (1000, 40)])
+def test_score_of_an_image_that_is_not_a_grid(main, tmp_path, capsys, size):
+    """H10: no made-up scores for a 50x50 picture, no traceback for a 5x5 or 1000x40 one."""
+    from PIL import Image
+    path = tmp_path / "picture.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, size[::-1], dtype=np.uint8)).save(path)
+    assert main("--score", str(path)) == 2
+    captured = capsys.readouterr()
+    assert f"{path} is {size[0]}x{size[1]} pixels, not a 10x10 grid of digits" in captured.err
+    assert captured.out == ""  # not even the real digits' line

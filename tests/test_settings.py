@@ -1,0 +1,68 @@
+"""Settings: the constants are the flags' defaults, and a bad flag or constant is one line and
+exit code 2, with no folder created."""
+import os
+
+import pytest
+
+import gan_mnist
+from conftest import TINY
+
+
+def test_constants_are_the_defaults(monkeypatch):
+    monkeypatch.setattr(gan_mnist, "EPOCHS", 7)  # as if edited at the top of the file
+    args = gan_mnist.get_args([])
+    assert (args.epochs, args.batch_size, args.sample_every, args.seed, args.data) == (7, 128, 20, 10, "auto")
+    assert (args.out_dir, args.checkpoint_dir, args.ema_decay, args.limit) == ("samples/{data}", "checkpoints/{data}", 0.999, None)
+    assert (args.precision, args.score_digits) == ("float32", 2000)
+    assert gan_mnist.get_args(["--epochs", "3"]).epochs == 3
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be a whole number of 1 or more, not 0"),
+    (["--batch-size", "-4"], "--batch-size must be a whole number of 1 or more"),
+    (["--sample-every", "0"], "--sample-every must be a whole number of 1 or more"),
+    (["--limit", "0"], "--limit must be a whole number of 1 or more"),
+    (["--epochs", "ten"], "invalid int value: 'ten'"),
+    (["--ema-decay", "1"], "--ema-decay must be at least 0 and below 1"),
+    (["--seed", "-1"], "--seed must be a whole number from 0 to 2**32 - 1, not -1"),
+    (["--seed", str(2**32)], "--seed must be a whole number from 0 to 2**32 - 1"),
+    (["--seed", str(2**40)], "--seed must be a whole number from 0 to 2**32 - 1"),
+    (["--generate", "any.keras", "--seed", "-1"], "--seed must be a whole number from 0"),
+    (["--score-digits", "50"], "--score-digits must be 0 (no scores) or from 100 to 100000, not 50"),
+    (["--score-digits", "1000000000"], "--score-digits must be 0 (no scores) or from 100 to 100000"),  # H12
+    (["--data", "no/such/file.npz"], "data file no/such/file.npz not found"),
+    (["--data", "subset", "--limit", "16", "--batch-size", "32"],
+     "--batch-size 32 is larger than the 16 training digits: lower --batch-size or raise --limit"),
+])
+def test_bad_input_is_one_line_and_creates_no_folder(main, tmp_path, capsys, flags, message):
+    assert main(*flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1
+    assert err.count("\n") == 1 + ("usage:" in err) * err.split("error:")[0].count("\n")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("constant, value, message", [
+    ("RANDOM_DIM", 0, "RANDOM_DIM at the top of gan_mnist.py must be a whole number of 1 or more, not 0"),
+    ("LEARNING_RATE", -0.1, "LEARNING_RATE at the top of gan_mnist.py must be above 0"),
+    ("LEARNING_RATE", "0.0002", "LEARNING_RATE at the top of gan_mnist.py must be above 0 and below 1, not '0.0002'"),
+    ("REAL_LABEL", 1.5, "REAL_LABEL at the top of gan_mnist.py must be above 0 and at most 1"),
+    ("BETA_1", 1.0, "BETA_1 at the top of gan_mnist.py must be at least 0 and below 1"),
+    ("EPOCHS", 2.5, "EPOCHS at the top of gan_mnist.py must be a whole number of 1 or more, not 2.5"),
+    ("BATCH_SIZE", 32.0, "BATCH_SIZE at the top of gan_mnist.py must be a whole number of 1 or more, not 32.0"),
+    ("PRECISION", "float16", 'PRECISION at the top of gan_mnist.py must be "float32" or "bfloat16"'),
+    ("FIXED_NOISE", "yes", "FIXED_NOISE at the top of gan_mnist.py must be True or False"),
+])
+def test_bad_constant_exits_2(main, monkeypatch, capsys, tmp_path, constant, value, message):
+    monkeypatch.setattr(gan_mnist, constant, value)
+    flags = {"EPOCHS": ["--epochs", "1"], "BATCH_SIZE": ["--batch-size", "32"]}  # leave that one alone
+    assert main("--data", "subset", "--limit", "256", "--score-digits", "0",
+                *[f for name, pair in flags.items() if name != constant for f in pair]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_an_unsupported_backend_is_refused(main, monkeypatch, capsys):
+    monkeypatch.setattr(gan_mnist, "BACKEND", "torch")
+    assert main("--epochs", "1", *TINY) == 2
+    assert "KERAS_BACKEND=torch is not supported here: use tensorflow (the default) or jax" in capsys.readouterr().err
