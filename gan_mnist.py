@@ -36,7 +36,8 @@ BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the tutorial's
 QUIET_START = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # set it (to 0) to see every start-up line
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up messages
 STARTUP_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit", "cuda_platform",
-                 "cudart_stub", "Unable to register cu", "computation_placer", "TF-TRT Warning")
+                 "cudart_stub", "Unable to register cu", "computation_placer", "TF-TRT Warning",
+                 "cpu_feature_guard", "rebuild TensorFlow with the appropriate compiler flags")
 
 
 @contextlib.contextmanager
@@ -76,6 +77,8 @@ with quiet_start_up():
     if BACKEND == "tensorflow":
         import tensorflow as tf
         tf.config.list_physical_devices()  # its device notices now, not at the first step
+    else:  # Keras would import TensorFlow just to seed it (and on a GPU it would take the memory)
+        sys.modules.setdefault("tensorflow", None)
 
 # ---- data
 DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset offline; "mnist"; "subset"; an .npz or idx folder
@@ -710,9 +713,10 @@ class Checkpoint:
             raise UsageError(f"checkpoint {self.path} is damaged ({type(e).__name__}): it cannot be "
                              "resumed; start again without --resume (that replaces it)") from None
         for key, value in self.config.items():
-            if meta["config"].get(key) != value:
-                raise UsageError(f"checkpoint {self.path} was made with {key}={meta['config'].get(key)!r}, "
-                                 f"not {value!r}: resume with the same settings or start without --resume")
+            made = meta["config"].get(key, "tensorflow" if key == "backend" else None)  # older ones: TF
+            if made != value:
+                raise UsageError(f"checkpoint {self.path} was made with {key}={made!r}, not {value!r}: "
+                                 "resume with the same settings (KERAS_BACKEND too) or start without --resume")
         return meta, arrays
 
     def restore(self, variables, arrays):
@@ -904,9 +908,7 @@ class Run:
                        "random_dim": args.random_dim, "seed": args.seed,
                        "learning_rate": args.learning_rate, "beta_1": args.beta_1,
                        "real_label": args.real_label, "ema_decay": args.ema_decay,
-                       "fixed_noise": args.fixed_noise, "precision": args.precision}
-        if BACKEND != "tensorflow":  # checkpoints of the tutorial's backend stay as they were
-            self.config["backend"] = BACKEND
+                       "fixed_noise": args.fixed_noise, "precision": args.precision, "backend": BACKEND}
         self.folder = RunFolder(args.out_dir, args.epochs, args.sample_every)
         self.checkpoint = Checkpoint(args.checkpoint_dir, self.config)
         for path in [self.checkpoint.path] + [self.folder.path(n) for n in RunFolder.FILES]:
