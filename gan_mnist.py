@@ -336,6 +336,31 @@ def precision_policy(precision):
         keras.config.set_dtype_policy("float32")
 
 
+def precision_note(precision):
+    """A start-up line when --precision bfloat16 was measured slower than float32 on hardware like
+    this (README, Speed; tests/benchmark.py measures one's own), else None."""
+    if precision != "bfloat16":
+        return None
+    if BACKEND == "jax":
+        import jax
+        return None if jax.default_backend() != "cpu" else (
+            "Note: bfloat16 on JAX's CPU backend measured 1.18x slower per step than float32 (XLA does "
+            "not use AMX or AVX512-BF16 there); float32 is the faster choice on a CPU.")
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpuinfo = f.read()
+        flags = set(next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "Note: bfloat16 is faster than float32 only on some CPUs: python tests/benchmark.py says for this one."
+    if "amx_bf16" in flags or ("avx512_bf16" in flags and "GenuineIntel" not in cpuinfo):
+        return None  # measured faster: 0.76-0.79x with AMX, 0.81x on AMD Zen 5's AVX512-BF16
+    return ("Note: this CPU has no AMX" + ("" if "avx512_bf16" in flags else " and no AVX512-BF16") +
+            ": bfloat16 steps measured 1.8x slower than float32 on such Intel CPUs (emulated without "
+            "AVX512-BF16); float32 is likely faster: python tests/benchmark.py measures it.")
+
+
 def get_ema_generator(generator):
     """A copy of the generator whose weights follow an exponential moving average (EMA) of the
     generator's. It is never trained; it only draws the grids, which it makes less noisy."""
@@ -1355,6 +1380,8 @@ def prepare(args, stop):
     keras.utils.set_random_seed(args.seed)  # python, numpy and the backend's
     print(f"Training on {len(x_train)} digits ({source}), {len(x_train) // args.batch_size} steps "
           f"per epoch{'' if BACKEND == 'tensorflow' else f', Keras backend {BACKEND}'}.")
+    if precision_note(args.precision):
+        print(precision_note(args.precision))
     if scorer:
         print(f"Scoring {args.score_digits} digits at every grid; real held-out digits score "
               f"FD {scorer.real['frechet_distance']:.2f}, score {scorer.real['classifier_score']:.2f}.")

@@ -1,6 +1,7 @@
-"""Speed of one training step: the tutorial's loop vs gan_mnist.py's, and the compute floor.
+"""Speed of one training step: the tutorial's loop vs gan_mnist.py's on TensorFlow and on JAX,
+and the compute floor of each.
 
-    python tests/benchmark.py            # about a minute on 2 CPU cores
+    python tests/benchmark.py            # about two minutes on 2 CPU cores
 
 In one process, on the same data (the bundled subset), after a warm-up, it measures the median
 milliseconds per training step at batch 128 of
@@ -9,12 +10,16 @@ milliseconds per training step at batch 128 of
       around `train_on_batch`;
   (b) gan_mnist.py's own step (make_train_step), with and without the EMA generator;
   (c) the same step under --precision bfloat16;
-and the floors: the matrix multiplies one step needs, each timed by TensorFlow at its exact
-shape and summed, in float32 and in bfloat16. Not collected by pytest (the file name does not
-start with test_).
+  (d) the same step on Keras' JAX backend (KERAS_BACKEND=jax), float32 and bfloat16, in a second
+      process that takes its turn in every round (a backend is chosen once per process);
+and the floors: the matrix multiplies one step needs, each timed at its exact shape and summed,
+in float32 and in bfloat16, by TensorFlow and by JAX. Without JAX installed, (d) is left out.
+Not collected by pytest (the file name does not start with test_).
 """
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -22,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gan_mnist  # noqa: E402  (sets KERAS_BACKEND before Keras is imported)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+if gan_mnist.BACKEND == "tensorflow":
+    import tensorflow as tf
 
 BATCH, DIM, WARMUP, STEPS, ROUNDS = 128, gan_mnist.RANDOM_DIM, 15, 20, 10
 G_SIZES = [DIM, 256, 512, 1024, 784]   # generator Dense layers: in -> out
@@ -120,29 +127,100 @@ def floor_ms(dtype="float32", repeats=50, rounds=15):
     return total * 1000, flop
 
 
-def median_ms(steps):
-    """Median ms per step for each named step function. The functions take turns, STEPS steps
-    each, for ROUNDS rounds, so a slow spell of a shared machine hits all of them alike."""
-    times = {name: [] for name in steps}
+def jax_floor_ms(dtype="float32", calls=50, rounds=5):
+    """floor_ms, timed by JAX: one jitted multiply per call (XLA would hoist a loop-invariant
+    multiply out of a loop), less a jitted call that multiplies nothing."""
+    import jax
+
+    def median_call(fn, a, b):
+        fn(a, b).block_until_ready()
+        times = []
+        for _ in range(rounds * calls):
+            t = time.perf_counter()
+            fn(a, b).block_until_ready()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+    total, key = 0.0, jax.random.PRNGKey(0)
+    nothing = jax.jit(lambda a, b: a[:1, :1] + b[:1, :1])
+    for m, k, n, ta, tb in matmul_shapes():
+        a = jax.random.normal(key, (k, m) if ta else (m, k)).astype(dtype)
+        b = jax.random.normal(key, (n, k) if tb else (k, n)).astype(dtype)
+        multiply = jax.jit(lambda a, b, ta=ta, tb=tb: (a.T if ta else a) @ (b.T if tb else b))
+        total += median_call(multiply, a, b) - median_call(nothing, a, b)
+    return total * 1000
+
+
+def warm(steps):
     for fn in steps.values():
         for _ in range(WARMUP):
             fn()
+
+
+def timed(fn):
+    """STEPS steps of fn: the seconds each took."""
+    times = []
+    for _ in range(STEPS):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def jax_worker():
+    """`benchmark.py --jax-worker` under KERAS_BACKEND=jax: builds the JAX steps, then runs STEPS
+    steps of the one named on each stdin line and answers with their times (JSON lines)."""
+    keras.utils.set_random_seed(0)
+    x_train, _ = gan_mnist.load_mnist_data("subset")
+    steps = {"jax": project_step(x_train, gan_mnist.EMA_DECAY),
+             "jax_bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")}
+    warm(steps)
+    print(json.dumps({"ready": list(steps)}), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "floors":
+            print(json.dumps({"floor": jax_floor_ms(), "bf16_floor": jax_floor_ms("bfloat16")}), flush=True)
+        else:
+            print(json.dumps(timed(steps[name])), flush=True)
+
+
+def start_jax_worker():
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return None
+    worker = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--jax-worker"], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env={**os.environ, "KERAS_BACKEND": "jax"})
+    names = json.loads(worker.stdout.readline())["ready"]
+    return worker, names
+
+
+def ask(worker, what):
+    worker.stdin.write(what + "\n")
+    worker.stdin.flush()
+    return json.loads(worker.stdout.readline())
+
+
+def median_ms(steps, jax=None):
+    """Median ms per step for each named step function (and the JAX worker's). They take turns,
+    STEPS steps each, for ROUNDS rounds, so a slow spell of a shared machine hits all alike."""
+    names = list(steps) + (jax[1] if jax else [])
+    times = {name: [] for name in names}
+    warm(steps)
     for _ in range(ROUNDS):
-        for name, fn in steps.items():
-            for _ in range(STEPS):
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
+        for name in names:
+            times[name] += timed(steps[name]) if name in steps else ask(jax[0], name)
     return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
 def main():
     keras.utils.set_random_seed(0)
     x_train, _ = gan_mnist.load_mnist_data("subset")
+    jax = start_jax_worker()
     ms = median_ms({"tutorial": tutorial_loop(x_train),
                     "project": project_step(x_train, gan_mnist.EMA_DECAY),
                     "project_no_ema": project_step(x_train, 0.0),
-                    "bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")})
+                    "bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")}, jax)
     floor, flop = floor_ms()
     bf16_floor, _ = floor_ms("bfloat16")
     print(f"device: {tf.config.list_physical_devices('GPU') or 'CPU'}, "
@@ -161,7 +239,17 @@ def main():
           f"speedup={ms['tutorial'] / step:.2f}x of_floor={step / floor:.2f}x "
           f"bf16_step_ms={bf16:.2f} bf16_floor_ms={bf16_floor:.2f} bf16_vs_fp32={bf16 / step:.2f}x "
           f"bf16_of_floor={bf16 / bf16_floor:.2f}x")
+    if jax:
+        floors = ask(jax[0], "floors")
+        jax[0].stdin.close()
+        j, jb = ms["jax"], ms["jax_bf16"]
+        print(f"{'(d) the same step on JAX (jax.jit)':<44}{j:9.2f}")
+        print(f"{'    on JAX, --precision bfloat16':<44}{jb:9.2f}")
+        print(f"{'floor on JAX: float32, bfloat16':<44}{floors['floor']:9.2f}{floors['bf16_floor']:9.2f}")
+        print(f"jax_step_ms={j:.2f} jax_vs_tf={j / step:.2f}x jax_floor_ms={floors['floor']:.2f} "
+              f"jax_of_floor={j / floors['floor']:.2f}x jax_bf16_step_ms={jb:.2f} jax_bf16_vs_fp32={jb / j:.2f}x "
+              f"jax_bf16_floor_ms={floors['bf16_floor']:.2f} jax_epoch_60k_s={468 * j / 1000:.1f}")
 
 
 if __name__ == "__main__":
-    main()
+    jax_worker() if "--jax-worker" in sys.argv else main()

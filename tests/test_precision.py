@@ -39,3 +39,22 @@ def test_bfloat16_differs_from_float32_but_not_by_much(main, tmp_path):
     assert abs(float(d_bf) - float(d_fp)) < 0.05 and abs(float(g_bf) - float(g_fp)) < 0.05
     # the layers built for the run leave Keras' global policy as it was
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_the_bfloat16_advice_follows_the_measurements(monkeypatch, tmp_path):
+    """No advice against bfloat16 where it measured faster (AMX, AMD's AVX512-BF16), a note where
+    it measured slower (an Intel CPU without AMX)."""
+    import builtins
+
+    import gan_mnist
+    assert gan_mnist.precision_note("float32") is None
+    real_open = builtins.open
+    for vendor, flags, slower in (("GenuineIntel", "avx512f avx512_bf16 amx_bf16 amx_tile", False),
+                                  ("AuthenticAMD", "avx512f avx512_bf16", False),
+                                  ("GenuineIntel", "avx512f avx512_bf16", True),
+                                  ("GenuineIntel", "avx2", True)):
+        (tmp_path / "cpuinfo").write_text(f"vendor_id\t: {vendor}\nflags\t\t: fpu {flags}\n")
+        monkeypatch.setattr(gan_mnist, "open", lambda path, *a, **k: real_open(
+            tmp_path / "cpuinfo" if path == "/proc/cpuinfo" else path, *a, **k), raising=False)
+        note = gan_mnist.precision_note("bfloat16")
+        assert (note is not None and "measured 1.8x slower" in note) == slower, (vendor, flags, note)
