@@ -2,6 +2,7 @@
 folder (locks), atomic writes, and the temporaries that killed runs leave."""
 import errno
 import os
+import shutil
 import subprocess
 import sys
 
@@ -114,18 +115,27 @@ def test_one_folder_named_two_ways_is_one_lock(main, tmp_path):
     assert (tmp_path / "same" / "checkpoint.npz").exists() and (tmp_path / "same" / "losses.csv").exists()
 
 
-def test_a_read_only_lock_file_still_locks(main, tmp_path, monkeypatch):
-    """H5: .lock that this user may not write (kept from another user's run): lock it read-only."""
-    (tmp_path / "ck").mkdir()
-    (tmp_path / "ck" / ".lock").write_text("")
-    real = os.open
+def test_a_read_only_lock_file_still_locks(run, tmp_path):
+    """H5: a .lock this user may not write (chmod 444, kept from another user's run) is locked
+    read-only. Root ignores file modes, so root runs it without the capabilities that let it."""
+    assert run("--epochs", "1", *QUICK).returncode == 0
+    os.chmod(tmp_path / "ck" / ".lock", 0o444)
+    result = subprocess.run([*unprivileged(), sys.executable, SCRIPT, "--epochs", "2", *QUICK, "--resume",
+                             "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(losses(tmp_path / "out")) == 2
 
-    def read_only(path, flags, *args, **kwargs):
-        if str(path) == str(tmp_path / "ck" / ".lock") and flags & os.O_RDWR:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path, flags, *args, **kwargs)
-    monkeypatch.setattr(os, "open", read_only)
-    assert main("--epochs", "1", *QUICK) == 0
+
+def unprivileged():
+    """A command prefix that makes root obey file modes (setpriv drops the capabilities that
+    bypass them), or nothing for another user."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("root without setpriv (util-linux) cannot be made to obey file modes")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner",
+            "--inh-caps=-dac_override,-dac_read_search,-fowner", "--"]
 
 
 # ----------------------------------------------------------------------------------- writes
