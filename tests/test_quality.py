@@ -169,3 +169,30 @@ def test_score_of_an_image_that_is_not_a_grid(main, tmp_path, capsys, size):
     captured = capsys.readouterr()
     assert f"{path} is {size[0]}x{size[1]} pixels, not a 10x10 grid of digits" in captured.err
     assert captured.out == ""  # not even the real digits' line
+
+
+def test_the_mix_kl_sums_up_the_class_shares(main, tmp_path, scorer, capsys):
+    """0 for MNIST's own mix, small for real digits, large for one class only; in quality.csv,
+    on the epoch line, and completed for a checkpoint made before it existed."""
+    assert gan_mnist.mix_kl(gan_mnist.MNIST_CLASS_SHARES) == pytest.approx(0, abs=1e-12)
+    x_train, _ = gan_mnist.load_mnist_data("subset")
+    assert scorer(x_train[:2000])["mix_kl"] < 0.01
+    one_class = np.eye(10)[1]
+    assert gan_mnist.mix_kl(one_class) == pytest.approx(np.log(1 / gan_mnist.MNIST_CLASS_SHARES[1]))
+    assert main("--epochs", "2", "--sample-every", "1", *TINY) == 0
+    rows = quality(tmp_path / "out")
+    for row in rows:
+        shares = [float(row[f"share_{d}"]) for d in range(10)]
+        assert float(row["mix_kl"]) == pytest.approx(gan_mnist.mix_kl(shares), abs=2e-3)
+    assert f"mix KL {float(rows[-1]['mix_kl']):.3f}" in capsys.readouterr().out
+    # a checkpoint of an earlier version: quality rows without the mix KL, resumed to epoch 3
+    path = tmp_path / "ck" / "checkpoint.npz"
+    with np.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(str(arrays["meta"]))
+    meta["quality"] = [row[:-1] for row in meta["quality"]]
+    arrays["meta"] = json.dumps(meta)
+    np.savez(path, **arrays)
+    assert main("--epochs", "3", "--sample-every", "1", *TINY, "--resume") == 0
+    again = quality(tmp_path / "out")
+    assert [row["mix_kl"] for row in again[:2]] == [row["mix_kl"] for row in rows] and len(again) == 3
