@@ -122,7 +122,11 @@ def test_an_idx_header_too_large_is_refused_before_reading(main, tmp_path, capsy
     def spy(*args, **kwargs):
         f = real_open(*args, **kwargs)
         read = f.read
-        f.read = lambda n=-1: (reads.append(n), read(n))[1]
+
+        def counted_read(n=-1):
+            reads.append(n)
+            return read(n)
+        f.read = counted_read
         return f
     monkeypatch.setattr(gzip, "open", spy)
     assert main("--data", str(folder), "--epochs", "1") == 2

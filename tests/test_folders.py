@@ -69,10 +69,11 @@ def test_a_full_disk_at_start_is_one_line(main, tmp_path, capsys, monkeypatch):
 
 def test_the_lock_file_cannot_be_written_pid_and_all(main, tmp_path, monkeypatch):
     """H14: a disk full after the write test: the PID is not written to .lock, the run goes on."""
-    real = os.pwrite
-    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    def disk_full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "pwrite", disk_full)
     assert main("--epochs", "1", *QUICK) == 0
-    monkeypatch.setattr(os, "pwrite", real)
+    monkeypatch.undo()
     assert len(losses(tmp_path / "out")) == 1
 
 

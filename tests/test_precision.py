@@ -49,12 +49,14 @@ def test_the_bfloat16_advice_follows_the_measurements(monkeypatch, tmp_path):
     import gan_mnist
     assert gan_mnist.precision_note("float32") is None
     real_open = builtins.open
+
+    def this_cpuinfo(path, *args, **kwargs):
+        return real_open(tmp_path / "cpuinfo" if path == "/proc/cpuinfo" else path, *args, **kwargs)
     for vendor, flags, slower in (("GenuineIntel", "avx512f avx512_bf16 amx_bf16 amx_tile", False),
                                   ("AuthenticAMD", "avx512f avx512_bf16", False),
                                   ("GenuineIntel", "avx512f avx512_bf16", True),
                                   ("GenuineIntel", "avx2", True)):
         (tmp_path / "cpuinfo").write_text(f"vendor_id\t: {vendor}\nflags\t\t: fpu {flags}\n")
-        monkeypatch.setattr(gan_mnist, "open", lambda path, *a, **k: real_open(
-            tmp_path / "cpuinfo" if path == "/proc/cpuinfo" else path, *a, **k), raising=False)
+        monkeypatch.setattr(gan_mnist, "open", this_cpuinfo, raising=False)
         note = gan_mnist.precision_note("bfloat16")
         assert (note is not None and "measured 1.8x slower" in note) == slower, (vendor, flags, note)

@@ -79,28 +79,23 @@ def test_the_whole_step_freezes_the_discriminator_in_the_generator_half():
 
 
 @needs_tf
-def test_generator_step_leaves_the_frozen_discriminator_alone():
+@pytest.mark.parametrize("half", ["generator", "discriminator"])
+def test_each_half_step_changes_only_its_own_model(half):
+    """train_generator leaves the frozen discriminator alone, train_discriminator the generator."""
     generator, discriminator, gan = build()
-    step = tf.function(gan_mnist.train_generator)
-    g0, d0 = values(generator.trainable_weights), values(discriminator.trainable_weights)
+    trained, other = (generator, discriminator) if half == "generator" else (discriminator, generator)
+    step = tf.function(gan_mnist.train_generator if half == "generator" else gan_mnist.train_discriminator)
+    before, other_before = values(trained.trainable_weights), values(other.trainable_weights)
     for _ in range(5):
-        step(gan, generator, tf.random.normal((16, 100)))
-    assert all(changed(g0, generator.trainable_weights))
-    assert not any(changed(d0, discriminator.trainable_weights))
-    assert int(discriminator.optimizer.iterations.numpy()) == 0
-
-
-@needs_tf
-def test_discriminator_step_leaves_the_generator_alone():
-    generator, discriminator, gan = build()
-    step = tf.function(gan_mnist.train_discriminator)
-    g0, d0 = values(generator.trainable_weights), values(discriminator.trainable_weights)
-    for _ in range(5):
-        fakes = generator(tf.random.normal((16, 100)))
-        step(discriminator, tf.random.uniform((16, 784), -1, 1), fakes, 0.9)
-    assert all(changed(d0, discriminator.trainable_weights))
-    assert not any(changed(g0, generator.trainable_weights))
-    assert int(gan.optimizer.iterations.numpy()) == 0
+        noise = tf.random.normal((16, 100))
+        if half == "generator":
+            step(gan, generator, noise)
+        else:
+            step(discriminator, tf.random.uniform((16, 784), -1, 1), generator(noise), 0.9)
+    assert all(changed(before, trained.trainable_weights))
+    assert not any(changed(other_before, other.trainable_weights))
+    unused = discriminator.optimizer if half == "generator" else gan.optimizer
+    assert int(unused.iterations.numpy()) == 0
 
 
 @needs_tf
