@@ -15,6 +15,7 @@ up to the end of train(). Everything after the banner below train() is not in th
 import argparse
 import contextlib
 import csv
+import errno
 import gzip
 import hashlib
 import io
@@ -802,9 +803,10 @@ class Folders:
                 os.fsync(f.fileno())
         except OSError as e:
             self.created += [p for p in reversed(made) if p not in self.created and os.path.isdir(p)]
-            raise UsageError(f"cannot write to folder {folder} ({e.strerror}"
-                             f"{': its files would have names of ' + str(len(test)) + ' characters' if e.errno == 36 else ''}"
-                             "): pick another with --out-dir or --checkpoint-dir") from None
+            why = {errno.ENAMETOOLONG: f": its files would have names of {len(test)} characters",
+                   errno.ENOSPC: ": free some space, or"}.get(e.errno, ":")
+            raise UsageError(f"cannot write to folder {folder} ({e.strerror}){why} pick another with "
+                             "--out-dir or --checkpoint-dir") from None
         finally:
             with contextlib.suppress(OSError):
                 os.remove(test)
