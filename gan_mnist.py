@@ -641,7 +641,7 @@ def save_figure(fig, path):
         plt.close(fig)
 
 
-# ----------------------------------------------------------- the run: files, checkpoint, folders
+# ---------------------------------------------------- the run folder: grids, losses, plots, GIF
 LOSS_COLUMNS = ("epoch", "d_loss", "g_loss", "seconds")  # losses.csv; the history's rows
 
 
@@ -714,6 +714,7 @@ def save_gif(grid_paths, path, size=300):
         tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
 
 
+# ------------------------------------------------------------------------------- the checkpoint
 class Checkpoint:
     """CHECKPOINT_DIR/checkpoint.npz: every variable's value (weights, optimizer slots, random
     states) and the run's history as JSON, rewritten after every epoch; what --resume continues."""
@@ -758,6 +759,7 @@ class Checkpoint:
         save_atomically(self.path, write)
 
 
+# -------------------------------------------------------- the folders: checks, locks, leftovers
 class Folders:
     """The run's output and checkpoint folders (one or two), entered as a context: each is checked
     before anything is created, then created and tested with the longest temporary name the run
@@ -803,7 +805,7 @@ class Folders:
                 os.fsync(f.fileno())
         except OSError as e:
             self.created += [p for p in reversed(made) if p not in self.created and os.path.isdir(p)]
-            why = {errno.ENAMETOOLONG: f": its files would have names of {len(test)} characters",
+            why = {errno.ENAMETOOLONG: f": its files would have names of {len(test)} characters;",
                    errno.ENOSPC: ": free some space, or"}.get(e.errno, ":")
             raise UsageError(f"cannot write to folder {folder} ({e.strerror}){why} pick another with "
                              "--out-dir or --checkpoint-dir") from None
@@ -898,6 +900,7 @@ def process_alive(pid):
     return True
 
 
+# --------------------------------------------------------------------------- Ctrl-C and SIGTERM
 class StopSignal:
     """Ctrl-C and SIGTERM. Until defer() (start-up: nothing written yet) they stop at once; after
     it they only set `requested`, which Run.after_step reads after each step, and the final
@@ -924,6 +927,7 @@ class StopSignal:
             signal.signal(s, handler)
 
 
+# ------------------------------------------------------------------ the run: what train() calls
 class Run:
     """What train() hands its bookkeeping to: the loss and score history, the grid and score noise,
     the checkpoint, the run's folders and what it tells the user. Everything is checked when it is

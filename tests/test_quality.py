@@ -60,6 +60,7 @@ def test_a_young_generator_scores_in_between(main, tmp_path, scorer):
     assert shuffled["classifier_score"] < float(last["classifier_score"]) < real["classifier_score"]
 
 
+@pytest.mark.backends
 def test_scores_are_deterministic_and_score_flag_repeats_the_runs_last(main, tmp_path, scorer, capsys):
     assert main("--epochs", "2", "--sample-every", "1000", *TINY) == 0
     rows = quality(tmp_path / "out")

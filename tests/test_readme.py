@@ -25,3 +25,18 @@ def test_ci_runs_the_readme_test_command():
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         ci = f.read()
     assert command in ci and "pip install" in ci and "requirements.txt" in ci
+
+
+def test_the_readme_says_where_the_tutorial_is():
+    """The README's line numbers of the tutorial's part match the script; every tutorial function
+    comes before the banner, and nothing else is defined between them."""
+    match = re.search(r"They run from line (\d+) to the end of `train\(\)` at line (\d+)\.", readme())
+    assert match, "the README no longer says where the tutorial is"
+    first, last = map(int, match.groups())
+    with open(os.path.join(ROOT, "gan_mnist.py")) as f:
+        lines = f.read().splitlines()
+    assert lines[first - 1].startswith("def load_mnist_data(") and lines[last - 1].strip().startswith("run.finish()")
+    banner = next(i for i, line in enumerate(lines) if line.startswith("# NOT IN THE TUTORIAL"))
+    defined = [line.split("(")[0].split()[1] for line in lines[first - 1:banner] if line.startswith(("def ", "class "))]
+    assert defined == ["load_mnist_data", "get_optimizer", "get_generator", "get_discriminator", "get_gan_network",
+                       "train_discriminator", "train_generator", "make_train_step", "plot_generated_images", "train"]
