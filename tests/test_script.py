@@ -108,3 +108,14 @@ def test_ema_leaves_training_alone_and_decay_0_samples_the_raw_generator(main, t
     noise = gan_mnist.grid_noise(np.random.default_rng(gan_mnist.SEED), 100)
     gan_mnist.plot_generated_images(generator, noise, str(tmp_path / "raw.png"))
     assert np.array_equal(pixels(tmp_path / "raw.png"), raw_grid)
+
+
+def test_the_helper_scripts_use_names_the_script_has():
+    """data/make_digit_classifier.py and tests/benchmark.py call into gan_mnist.py: a rename there
+    must not leave them broken."""
+    import re
+    from conftest import ROOT
+    for path in ("data/make_digit_classifier.py", "tests/benchmark.py"):
+        with open(os.path.join(ROOT, path)) as f:
+            names = set(re.findall(r"gan_mnist\.([A-Za-z_]\w*)\b(?!\.py)", f.read())) - {"py"}
+        assert names and not [n for n in names if not hasattr(gan_mnist, n)], (path, names)
