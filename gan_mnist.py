@@ -686,8 +686,9 @@ class RunFolder:
         if scores:
             write_csv(self.path("quality.csv"), QUALITY_COLUMNS, scores)
             plot_quality(scores, real, self.path("quality.png"))
-        if self.grids(last):
-            save_gif(self.grids(last), self.path("progress.gif"))
+        grids = self.grids(last)
+        if grids:
+            save_gif(grids, self.path("progress.gif"))
 
     def present(self):
         return [n for n in self.FILES if os.path.exists(self.path(n))]
@@ -779,7 +780,8 @@ class Folders:
                 self.make(folder, max(files, key=len))
             seen = set()
             for folder in self.names:
-                key = (os.stat(folder).st_dev, os.stat(folder).st_ino)  # one folder, two spellings
+                stat = os.stat(folder)
+                key = (stat.st_dev, stat.st_ino)  # one folder, two spellings
                 if key not in seen:
                     seen.add(key)
                     self.lock(folder)
@@ -1407,8 +1409,9 @@ def prepare(args, stop):
     keras.utils.set_random_seed(args.seed)  # python, numpy and the backend's
     print(f"Training on {len(x_train)} digits ({source}), {len(x_train) // args.batch_size} steps "
           f"per epoch{'' if BACKEND == 'tensorflow' else f', Keras backend {BACKEND}'}.")
-    if precision_note(args.precision):
-        print(precision_note(args.precision))
+    note = precision_note(args.precision)
+    if note:
+        print(note)
     if scorer:
         print(f"Scoring {args.score_digits} digits at every grid; real held-out digits score "
               f"FD {scorer.real['frechet_distance']:.2f}, score {scorer.real['classifier_score']:.2f}.")
