@@ -98,6 +98,7 @@ REAL_LABEL = 0.9  # one-sided label smoothing: reals are labelled 0.9, fakes 0 (
 SEED = 10  # seeds numpy and Keras: same seed, same machine, same run (tutorial: 10)
 EMA_DECAY = 0.999  # grids come from a moving average of the generator's weights; 0 = raw (tutorial)
 PRECISION = "float32"  # "bfloat16": layers compute in bfloat16, weights stay float32 (tutorial: float32)
+MINIBATCH_STDDEV = 0  # 4: the discriminator also sees how varied each 4 digits are; evens the mix (tutorial: 0)
 # ---- output
 SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the last (tutorial: 20)
 FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
@@ -151,7 +152,7 @@ def get_generator(random_dim):
     return generator  # never trained on its own, so (unlike the tutorial) not compiled
 
 
-def get_discriminator(optimizer):
+def get_discriminator(optimizer, minibatch_stddev=0):
     discriminator = keras.Sequential(name="discriminator")
     discriminator.add(keras.Input(shape=(784,)))
     discriminator.add(layers.Dense(1024, kernel_initializer=initializers.RandomNormal(stddev=0.02)))
@@ -160,6 +161,8 @@ def get_discriminator(optimizer):
     discriminator.add(layers.Dense(512))
     discriminator.add(layers.LeakyReLU(0.2))
     discriminator.add(layers.Dropout(0.3))
+    if minibatch_stddev:  # not in the tutorial (below the banner): off unless asked for
+        discriminator.add(MinibatchStddev(minibatch_stddev))
     discriminator.add(layers.Dense(256))
     discriminator.add(layers.LeakyReLU(0.2))
     discriminator.add(layers.Dropout(0.3))
@@ -260,7 +263,8 @@ def train(x_train, run, args):
     batch_count = len(x_train) // args.batch_size  # steps per epoch
     with precision_policy(args.precision):  # the layers built here compute in this precision
         generator = get_generator(args.random_dim)
-        discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1))
+        discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1),
+                                          args.minibatch_stddev)
         gan = get_gan_network(discriminator, args.random_dim, generator,
                               get_optimizer(args.learning_rate, args.beta_1))
     ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None
@@ -282,10 +286,11 @@ def train(x_train, run, args):
 
 
 # =================================================================================================
-# NOT IN THE TUTORIAL. Everything below serves the code above and changes nothing it trains:
-#   the step's speed and exactness  .  Keras' JAX backend  .  data files  .  errors and writes
-#   .  the run's files, checkpoint, folders and locks  .  the digit score  .  saved generators
-#   .  the command line
+# NOT IN THE TUTORIAL. Everything below serves the code above and changes nothing it trains,
+# except the one opt-in extra, --minibatch-stddev:
+#   the step's speed and exactness  .  the minibatch-stddev feature  .  Keras' JAX backend
+#   .  data files  .  errors and writes  .  the run's files, checkpoint, folders and locks
+#   .  the digit score  .  saved generators  .  the command line
 # =================================================================================================
 
 # ------------------------------------------------------------------ the step's speed and exactness
@@ -377,6 +382,33 @@ def update_ema(ema_generator, generator, decay, step):
     decay = tf.minimum(decay, (1.0 + step) / (10.0 + step))
     for ema_weight, weight in zip(ema_generator.weights, generator.weights):
         ema_weight.assign_sub((1.0 - decay) * (ema_weight - weight))  # = the rule above
+
+
+# ------------------------------------------------- the minibatch-stddev feature (--minibatch-stddev)
+class MinibatchStddev(layers.Layer):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018), for an MLP: the batch is cut
+    into groups of `group` consecutive digits; each digit's features get one more, the mean over
+    the features of their standard deviation within its group. A generator that draws too many
+    of one digit makes its groups alike, and the discriminator can now see it: the tutorial's
+    GAN, which draws twice MNIST's share of 1s, draws a far more even mix with it (README). The
+    discriminator's batch is the reals, then the fakes, each a multiple of `group`, so no group
+    mixes the two. The statistic is computed in float32 whatever the layer's precision."""
+
+    def __init__(self, group, **kwargs):
+        super().__init__(**kwargs)
+        self.group = group
+
+    def call(self, x):
+        groups = keras.ops.reshape(keras.ops.cast(x, "float32"), (-1, self.group, x.shape[-1]))
+        stddev = keras.ops.sqrt(keras.ops.var(groups, axis=1) + 1e-8)  # (groups, features)
+        feature = keras.ops.repeat(keras.ops.mean(stddev, axis=-1, keepdims=True), self.group, axis=0)
+        return keras.ops.concatenate([x, keras.ops.cast(feature, x.dtype)], axis=-1)
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], shape[-1] + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "group": self.group}
 
 
 # ------------------------------------------------------------------------------- Keras' JAX backend
@@ -720,6 +752,7 @@ class Checkpoint:
     """CHECKPOINT_DIR/checkpoint.npz: every variable's value (weights, optimizer slots, random
     states) and the run's history as JSON, rewritten after every epoch; what --resume continues."""
     KEYS = ("epoch", "config", "history", "quality", "grid_rng")
+    OLDER = {"backend": "tensorflow", "minibatch_stddev": 0}  # what a checkpoint made before them had
 
     def __init__(self, folder, config):
         self.path, self.config = os.path.join(folder, "checkpoint.npz"), config
@@ -741,7 +774,7 @@ class Checkpoint:
             raise UsageError(f"checkpoint {self.path} is damaged ({type(e).__name__}): it cannot be "
                              "resumed; start again without --resume (that replaces it)") from None
         for key, value in self.config.items():
-            made = meta["config"].get(key, "tensorflow" if key == "backend" else None)  # older ones: TF
+            made = meta["config"].get(key, self.OLDER.get(key))  # older ones: TF, no stddev
             if made != value:
                 raise UsageError(f"checkpoint {self.path} was made with {key}={made!r}, not {value!r}: "
                                  "resume with the same settings (KERAS_BACKEND too) or start without --resume")
@@ -941,7 +974,8 @@ class Run:
                        "random_dim": args.random_dim, "seed": args.seed,
                        "learning_rate": args.learning_rate, "beta_1": args.beta_1,
                        "real_label": args.real_label, "ema_decay": args.ema_decay,
-                       "fixed_noise": args.fixed_noise, "precision": args.precision, "backend": BACKEND}
+                       "fixed_noise": args.fixed_noise, "precision": args.precision, "backend": BACKEND,
+                       "minibatch_stddev": args.minibatch_stddev}
         self.folder = RunFolder(args.out_dir, args.epochs, args.sample_every)
         self.checkpoint = Checkpoint(args.checkpoint_dir, self.config)
         for path in [self.checkpoint.path] + [self.folder.path(n) for n in RunFolder.FILES]:
@@ -1319,6 +1353,8 @@ RULES = [("epochs", "EPOCHS", int, lambda v: v >= 1, "a whole number of 1 or mor
          ("score_digits", "SCORE_DIGITS", int, lambda v: v == 0 or 100 <= v <= 100_000,
           "0 (no scores) or from 100 to 100000"),
          ("ema_decay", "EMA_DECAY", float, lambda v: 0 <= v < 1, "at least 0 and below 1"),
+         ("minibatch_stddev", "MINIBATCH_STDDEV", int, lambda v: v == 0 or 2 <= v <= 64,
+          "0 (off) or a whole number from 2 to 64"),
          ("random_dim", "RANDOM_DIM", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("learning_rate", "LEARNING_RATE", float, lambda v: 0 < v < 1, "above 0 and below 1"),
          ("beta_1", "BETA_1", float, lambda v: 0 <= v < 1, "at least 0 and below 1"),
@@ -1360,6 +1396,9 @@ def get_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--ema-decay", type=float, default=EMA_DECAY,
                    help="decay of the generator's moving average used for grids; 0 = raw generator")
+    p.add_argument("--minibatch-stddev", type=int, default=MINIBATCH_STDDEV, metavar="N",
+                   help="the discriminator also sees how varied each N digits are (4 evens the digit "
+                   "mix, see the README); 0 = the tutorial's discriminator")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=PRECISION,
                    help="bfloat16: Keras mixed precision (see the README: faster on some CPUs only)")
     p.add_argument("--score-digits", type=int, default=SCORE_DIGITS,
@@ -1399,6 +1438,9 @@ def prepare(args, stop):
     if args.batch_size > len(x_train):
         raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
                          "training digits: lower --batch-size or raise --limit")
+    if args.minibatch_stddev and args.batch_size % args.minibatch_stddev:
+        raise UsageError(f"--batch-size {args.batch_size} does not split into groups of --minibatch-stddev "
+                         f"{args.minibatch_stddev}: make it a multiple of {args.minibatch_stddev}")
     name = data_name(source, args.limit if len(x_train) == args.limit else None)
     args.out_dir, args.checkpoint_dir = (d.replace("{data}", name) for d in (args.out_dir, args.checkpoint_dir))
     run = Run(args, source, len(x_train), scorer, stop)

@@ -8,7 +8,8 @@ milliseconds per training step at batch 128 of
   (a) the tutorial's loop as written, changed only where Keras 3 / Python 3 force it: one
       optimizer per model, `generator.predict`, float64 numpy noise, `trainable` toggled
       around `train_on_batch`;
-  (b) gan_mnist.py's own step (make_train_step), with and without the EMA generator;
+  (b) gan_mnist.py's own step (make_train_step), with and without the EMA generator, and with
+      --minibatch-stddev 4;
   (c) the same step under --precision bfloat16;
   (d) the same step on Keras' JAX backend (KERAS_BACKEND=jax), float32 and bfloat16, in a second
       process that takes its turn in every round (a backend is chosen once per process);
@@ -64,11 +65,11 @@ def tutorial_loop(x_train):
     return step
 
 
-def project_step(x_train, ema_decay, precision="float32"):
+def project_step(x_train, ema_decay, precision="float32", minibatch_stddev=0):
     """gan_mnist.py's step, built the way its train() builds it."""
     with gan_mnist.precision_policy(precision):
         generator = gan_mnist.get_generator(DIM)
-        discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
+        discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5), minibatch_stddev)
         gan = gan_mnist.get_gan_network(discriminator, DIM, generator, gan_mnist.get_optimizer(2e-4, 0.5))
     ema = gan_mnist.get_ema_generator(generator) if ema_decay else None
     step = gan_mnist.make_train_step(generator, discriminator, gan, x_train, BATCH, DIM, 0.9,
@@ -220,6 +221,7 @@ def main():
     ms = median_ms({"tutorial": tutorial_loop(x_train),
                     "project": project_step(x_train, gan_mnist.EMA_DECAY),
                     "project_no_ema": project_step(x_train, 0.0),
+                    "stddev": project_step(x_train, gan_mnist.EMA_DECAY, minibatch_stddev=4),
                     "bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")}, jax)
     floor, flop = floor_ms()
     bf16_floor, _ = floor_ms("bfloat16")
@@ -229,11 +231,13 @@ def main():
     print(f"{'(a) tutorial loop (predict, train_on_batch)':<44}{ms['tutorial']:9.2f}")
     print(f"{'(b) gan_mnist.py step (with EMA)':<44}{ms['project']:9.2f}")
     print(f"{'    gan_mnist.py step without EMA':<44}{ms['project_no_ema']:9.2f}")
+    print(f"{'    gan_mnist.py step, --minibatch-stddev 4':<44}{ms['stddev']:9.2f}")
     print(f"{'floor: matmuls of one step ({:.2f} GFLOP)'.format(flop / 1e9):<44}{floor:9.2f}")
     print(f"{'(c) gan_mnist.py step, --precision bfloat16':<44}{ms['bf16']:9.2f}")
     print(f"{'floor: the same matmuls in bfloat16':<44}{bf16_floor:9.2f}")
     step, bf16 = ms["project"], ms["bf16"]
-    print(f"ema_ms={ms['project'] - ms['project_no_ema']:.2f} epoch_60k_s={468 * step / 1000:.1f} "
+    print(f"ema_ms={ms['project'] - ms['project_no_ema']:.2f} stddev_vs_default={ms['stddev'] / ms['project']:.3f}x "
+          f"epoch_60k_s={468 * step / 1000:.1f} "
           f"bf16_epoch_60k_s={468 * bf16 / 1000:.1f}")
     print(f"step_ms={step:.2f} tutorial_ms={ms['tutorial']:.2f} floor_ms={floor:.2f} "
           f"speedup={ms['tutorial'] / step:.2f}x of_floor={step / floor:.2f}x "
