@@ -9,6 +9,7 @@ up to the end of train(). Everything after the banner below train() is not in th
 
     python gan_mnist.py                  # the tutorial's run: 400 epochs (--help lists the flags)
     python gan_mnist.py --resume         # continue a stopped run
+    python gan_mnist.py --minibatch-stddev 4   # not in the tutorial: a more even mix of digits
     python gan_mnist.py --generate samples/mnist/generator.keras --out digits.png
     KERAS_BACKEND=jax python gan_mnist.py
 """
