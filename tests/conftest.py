@@ -48,6 +48,18 @@ def checkpoint_epoch(path):
         return json.loads(str(f["meta"]))["epoch"]
 
 
+def edit_checkpoint_meta(path, edit):
+    """Rewrite the checkpoint's JSON meta after edit(meta) changed it in place, as if an older
+    version (or damage) had written it; the arrays stay as they are."""
+    import json
+    with np.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(str(arrays["meta"]))
+    edit(meta)
+    arrays["meta"] = json.dumps(meta)
+    np.savez(path, **arrays)
+
+
 def generator_weights(path):
     import keras
     return keras.models.load_model(path, compile=False).get_weights()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gan_mnist
-from conftest import TINY
+from conftest import TINY, edit_checkpoint_meta
 
 
 @pytest.fixture(scope="module")
@@ -187,13 +187,8 @@ def test_the_mix_kl_sums_up_the_class_shares(main, tmp_path, scorer, capsys):
         assert float(row["mix_kl"]) == pytest.approx(gan_mnist.mix_kl(shares), abs=2e-3)
     assert f"mix KL {float(rows[-1]['mix_kl']):.3f}" in capsys.readouterr().out
     # a checkpoint of an earlier version: quality rows without the mix KL, resumed to epoch 3
-    path = tmp_path / "ck" / "checkpoint.npz"
-    with np.load(path) as f:
-        arrays = dict(f)
-    meta = json.loads(str(arrays["meta"]))
-    meta["quality"] = [row[:-1] for row in meta["quality"]]
-    arrays["meta"] = json.dumps(meta)
-    np.savez(path, **arrays)
+    edit_checkpoint_meta(tmp_path / "ck" / "checkpoint.npz",
+                         lambda meta: meta.update(quality=[row[:-1] for row in meta["quality"]]))
     assert main("--epochs", "3", "--sample-every", "1", *TINY, "--resume") == 0
     again = quality(tmp_path / "out")
     assert [row["mix_kl"] for row in again[:2]] == [row["mix_kl"] for row in rows] and len(again) == 3

@@ -2,7 +2,6 @@
 discriminator also sees how varied each group of N digits is. Off by default; with it a run
 resumes exactly, works in bfloat16 and on JAX, is scored, --generate draws from its generator,
 and a checkpoint of one setting is refused under the other."""
-import json
 import os
 
 import keras
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 import gan_mnist
-from conftest import QUICK, TINY, checkpoint_arrays, losses, pixels, same_arrays
+from conftest import QUICK, TINY, checkpoint_arrays, edit_checkpoint_meta, losses, pixels, same_arrays
 
 STDDEV = ["--minibatch-stddev", "4", "--sample-every", "1000", *TINY]
 
@@ -87,13 +86,7 @@ def test_stddev_in_bfloat16_and_an_older_checkpoint_resumes_without(main, tmp_pa
     assert "was made with precision='bfloat16', not 'float32'" in capsys.readouterr().err
     # a checkpoint written before --minibatch-stddev existed has no such key: it was off
     assert main("--epochs", "1", *QUICK) == 0
-    path = tmp_path / "ck" / "checkpoint.npz"
-    with np.load(path) as f:
-        arrays = dict(f)
-    meta = json.loads(str(arrays["meta"]))
-    del meta["config"]["minibatch_stddev"]
-    arrays["meta"] = json.dumps(meta)
-    np.savez(path, **arrays)
+    edit_checkpoint_meta(tmp_path / "ck" / "checkpoint.npz", lambda meta: meta["config"].pop("minibatch_stddev"))
     assert main("--epochs", "2", *QUICK, "--minibatch-stddev", "4", "--resume") == 2
     assert "was made with minibatch_stddev=0, not 4" in capsys.readouterr().err
     assert main("--epochs", "2", *QUICK, "--resume") == 0
