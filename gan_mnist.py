@@ -30,10 +30,18 @@ import tempfile
 import time
 import zlib
 
-if __name__ == "__main__":  # Ctrl-C or SIGTERM while the libraries load: stop at once, quietly
+
+def stop_while_starting(*_):
+    """Ctrl-C or SIGTERM while the libraries load: stop at once, quietly (StopSignal takes over in main)."""
+    print("Stopped while starting; nothing was written.", flush=True)
+    os._exit(130)
+
+
+if __name__ == "__main__":
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: (print("Stopped while starting; nothing was written.", flush=True),
-                                     os._exit(130)))
+        signal.signal(s, stop_while_starting)
+    sys.stdout.reconfigure(line_buffering=True)  # each epoch's line reaches a pipe or log file at once
+
 BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the tutorial's; "jax" works too
 QUIET_START = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # set it (to 0) to see every start-up line
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up messages
@@ -940,7 +948,8 @@ def process_alive(pid):
 class StopSignal:
     """Ctrl-C and SIGTERM. Until defer() (start-up: nothing written yet) they stop at once; after
     it they only set `requested`, which Run.after_step reads after each step, and the final
-    writes complete. The handlers before it come back on exit."""
+    writes complete. The handlers before it come back on exit, except the start-up one: once
+    main() is done, a signal is too late to stop anything."""
 
     def __init__(self, message):
         self.message = message
@@ -959,8 +968,8 @@ class StopSignal:
         self.deferred = True
 
     def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+        for s, handler in self.previous.items():  # the start-up one would say nothing was written
+            signal.signal(s, signal.SIG_IGN if handler is stop_while_starting else handler)
 
 
 # ------------------------------------------------------------------ the run: what train() calls
