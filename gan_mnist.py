@@ -4,8 +4,9 @@ A faithful port of Stefan Hosein's tutorial "Demystifying Generative Adversarial
 (its code comes from Zackory/Keras-MNIST-GAN): a three-hidden-layer LeakyReLU generator, a
 dropout discriminator and a combined model in which the discriminator is frozen, trained with
 one-sided label smoothing; a 10x10 grid of generated digits is saved every SAMPLE_EVERY epochs.
-Read it top to bottom: the constants, then the tutorial's parts in its order and with its names,
-up to the end of train(). Everything after the banner below train() is not in the tutorial.
+Read it top to bottom: the constants, a little start-up code, then the tutorial's parts in its
+order and with its names, up to the end of train(). Lines there marked "# extra:" call the code
+below the banner, which is not in the tutorial.
 
     python gan_mnist.py                  # the tutorial's run: 400 epochs (--help lists the flags)
     python gan_mnist.py --resume         # continue a stopped run
@@ -30,7 +31,36 @@ import tempfile
 import time
 import zlib
 
+# ---- data
+DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset offline; "mnist"; "subset"; an .npz or idx folder
+LIMIT = None  # train on the first LIMIT digits only (quick tries); None = all of them
+HERE = os.path.dirname(os.path.realpath(__file__))  # the script's folder, also when run through a link
+SUBSET_PATH = os.path.join(HERE, "data", "mnist_5k.npz")
+# ---- model
+RANDOM_DIM = 100  # length of the generator's input noise vector (tutorial: 100)
+# ---- optimiser
+LEARNING_RATE = 0.0002  # Adam learning rate (tutorial: lr=0.0002)
+BETA_1 = 0.5  # Adam beta_1 (tutorial: 0.5)
+# ---- training
+EPOCHS = 400  # passes over the training digits (tutorial: 400)
+BATCH_SIZE = 128  # real digits per step; each step also makes as many fakes (tutorial: 128)
+REAL_LABEL = 0.9  # one-sided label smoothing: reals are labelled 0.9, fakes 0 (tutorial: 0.9)
+SEED = 10  # seeds numpy and Keras: same seed, same machine, same run (tutorial: 10)
+EMA_DECAY = 0.999  # grids come from a moving average of the generator's weights; 0 = raw (tutorial)
+PRECISION = "float32"  # "bfloat16": layers compute in bfloat16, weights stay float32 (tutorial: float32)
+MINIBATCH_STDDEV = 0  # 4: the discriminator also sees how varied each 4 digits are; evens the mix (tutorial: 0)
+# ---- output
+SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the last (tutorial: 20)
+FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
+SCORE_DIGITS = 2000  # digits drawn to score the generator at every grid (below); 0 = no scores
+CLASSIFIER = os.path.join(HERE, "data", "digit_classifier.npz")
+OUT_DIR = "samples/{data}"  # grids, losses, scores, GIF, generator.keras; {data}: mnist, subset, ...
+CHECKPOINT_DIR = "checkpoints/{data}"  # checkpoint.npz, rewritten after every epoch, for --resume
 
+
+# =================================================================================================
+# Start-up: the backend, and the libraries loaded without TensorFlow's start-up notices
+# =================================================================================================
 def stop_while_starting(*_):
     """Ctrl-C or SIGTERM while the libraries load: stop at once, quietly (StopSignal takes over in main)."""
     print("Stopped while starting; nothing was written.", flush=True)
@@ -90,35 +120,9 @@ with quiet_start_up():
     else:  # Keras would import TensorFlow just to seed it (and on a GPU it would take the memory)
         sys.modules.setdefault("tensorflow", None)
 
-# ---- data
-DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset offline; "mnist"; "subset"; an .npz or idx folder
-LIMIT = None  # train on the first LIMIT digits only (quick tries); None = all of them
-HERE = os.path.dirname(os.path.realpath(__file__))  # the script's folder, also when run through a link
-SUBSET_PATH = os.path.join(HERE, "data", "mnist_5k.npz")
-# ---- model
-RANDOM_DIM = 100  # length of the generator's input noise vector (tutorial: 100)
-# ---- optimiser
-LEARNING_RATE = 0.0002  # Adam learning rate (tutorial: lr=0.0002)
-BETA_1 = 0.5  # Adam beta_1 (tutorial: 0.5)
-# ---- training
-EPOCHS = 400  # passes over the training digits (tutorial: 400)
-BATCH_SIZE = 128  # real digits per step; each step also makes as many fakes (tutorial: 128)
-REAL_LABEL = 0.9  # one-sided label smoothing: reals are labelled 0.9, fakes 0 (tutorial: 0.9)
-SEED = 10  # seeds numpy and Keras: same seed, same machine, same run (tutorial: 10)
-EMA_DECAY = 0.999  # grids come from a moving average of the generator's weights; 0 = raw (tutorial)
-PRECISION = "float32"  # "bfloat16": layers compute in bfloat16, weights stay float32 (tutorial: float32)
-MINIBATCH_STDDEV = 0  # 4: the discriminator also sees how varied each 4 digits are; evens the mix (tutorial: 0)
-# ---- output
-SAMPLE_EVERY = 20  # save a grid at epoch 1, every SAMPLE_EVERY epochs and the last (tutorial: 20)
-FIXED_NOISE = True  # every grid shows the same 100 noise vectors; False = fresh noise (tutorial)
-SCORE_DIGITS = 2000  # digits drawn to score the generator at every grid (below); 0 = no scores
-CLASSIFIER = os.path.join(HERE, "data", "digit_classifier.npz")
-OUT_DIR = "samples/{data}"  # grids, losses, scores, GIF, generator.keras; {data}: mnist, subset, ...
-CHECKPOINT_DIR = "checkpoints/{data}"  # checkpoint.npz, rewritten after every epoch, for --resume
-
 
 # =================================================================================================
-# The tutorial: its parts in its order, with its names
+# The tutorial
 # =================================================================================================
 def load_mnist_data(data, limit=None):
     """The tutorial's load_minst_data (typo fixed): the training digits as (N, 784) rows in [-1, 1],
@@ -129,9 +133,9 @@ def load_mnist_data(data, limit=None):
             (x_train, _), _ = keras.datasets.mnist.load_data()  # downloaded once, then cached
             source = "mnist"
         except Exception as e:
-            x_train, source = mnist_unavailable(data, e), "subset"
+            x_train, source = fall_back_to_subset(data, e), "subset"  # extra: offline, the bundled subset
     else:
-        x_train, source = read_digits(data)  # the bundled subset, an .npz or MNIST's idx files
+        x_train, source = read_digits(data)  # extra: the bundled subset, an .npz or MNIST's idx files
     if limit and limit > len(x_train):
         print(f"--limit {limit} is more than the {len(x_train)} digits there: training on all of them.")
     x_train = x_train[:limit]
@@ -143,8 +147,8 @@ def load_mnist_data(data, limit=None):
 
 def get_optimizer(learning_rate, beta_1):
     """Adam as in the tutorial. Keras 3 wants a fresh one per compiled model. On TensorFlow the
-    same update runs in TensorFlow's fused kernel (FusedAdam, below the banner)."""
-    adam = FusedAdam if BACKEND == "tensorflow" else keras.optimizers.Adam
+    same update runs in TensorFlow's fused kernel."""
+    adam = FusedAdam if BACKEND == "tensorflow" else keras.optimizers.Adam  # extra: FusedAdam
     return adam(learning_rate=learning_rate, beta_1=beta_1)
 
 
@@ -170,8 +174,8 @@ def get_discriminator(optimizer, minibatch_stddev=0):
     discriminator.add(layers.Dense(512))
     discriminator.add(layers.LeakyReLU(0.2))
     discriminator.add(layers.Dropout(0.3))
-    if minibatch_stddev:  # not in the tutorial (below the banner): off unless asked for
-        discriminator.add(MinibatchStddev(minibatch_stddev))
+    if minibatch_stddev:  # extra: --minibatch-stddev, off unless asked for
+        discriminator.add(MinibatchStddev(minibatch_stddev))  # extra
     discriminator.add(layers.Dense(256))
     discriminator.add(layers.LeakyReLU(0.2))
     discriminator.add(layers.Dropout(0.3))
@@ -204,7 +208,7 @@ def train_discriminator(discriminator, image_batch, generated_images, real_label
                        tf.zeros([tf.shape(generated_images)[0], 1])], axis=0)
     weights = discriminator.trainable_weights
     with tf.GradientTape() as tape:
-        d_loss = binary_crossentropy(y_dis, discriminator(X, training=True))
+        d_loss = binary_crossentropy(y_dis, discriminator(X, training=True))  # extra: Keras' loss, exact
     discriminator.optimizer.apply(tape.gradient(d_loss, weights), weights)
     return d_loss
 
@@ -215,7 +219,7 @@ def train_generator(gan, generator, noise):
     y_gen = tf.ones([tf.shape(noise)[0], 1])
     weights = generator.trainable_weights
     with tf.GradientTape() as tape:
-        g_loss = binary_crossentropy(y_gen, gan(noise, training=True))
+        g_loss = binary_crossentropy(y_gen, gan(noise, training=True))  # extra: Keras' loss, exact
     gan.optimizer.apply(tape.gradient(g_loss, weights), weights)
     return g_loss
 
@@ -225,9 +229,9 @@ def make_train_step(generator, discriminator, gan, x_train, batch_size, random_d
     """The tutorial's loop body, compiled into one TensorFlow graph (no `predict` per step).
     `rng` (a keras.random.SeedGenerator) draws the noise and the real batch, so its state, like
     every other random state here, lives in a variable that the checkpoint saves."""
-    if BACKEND == "jax":  # the same step for Keras' JAX backend, below the banner
+    if BACKEND == "jax":  # extra: the same step for Keras' JAX backend
         return make_jax_train_step(generator, discriminator, gan, x_train, batch_size, random_dim,
-                                   real_label, rng, ema_generator, ema_decay)
+                                   real_label, rng, ema_generator, ema_decay)  # extra
     images = tf.convert_to_tensor(x_train)
 
     @tf.function
@@ -242,8 +246,8 @@ def make_train_step(generator, discriminator, gan, x_train, batch_size, random_d
         # Train generator on fresh noise
         noise = keras.random.normal((batch_size, random_dim), seed=rng)
         g_loss = train_generator(gan, generator, noise)
-        if ema_generator is not None:
-            update_ema(ema_generator, generator, ema_decay, tf.cast(gan.optimizer.iterations, "float32"))
+        if ema_generator is not None:  # extra: the moving average that draws the grids
+            update_ema(ema_generator, generator, ema_decay, tf.cast(gan.optimizer.iterations, "float32"))  # extra
         return d_loss, g_loss
 
     return train_step
@@ -262,50 +266,136 @@ def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)
     png = io.BytesIO()
     fig.savefig(png, format="png")
     plt.close(fig)
-    # the grid has no colour: an 8-bit grey PNG is 40% smaller than matplotlib's RGBA one
-    return save_atomically(path, lambda tmp: Image.open(png).convert("L").save(tmp, format="PNG"))
+    # the grid has no colour: an 8-bit grey PNG is smaller than matplotlib's RGBA one
+    return save_atomically(path, lambda tmp: Image.open(png).convert("L").save(tmp, format="PNG"))  # extra
 
 
 def train(x_train, run, args):
     """Build the three models and train them as the tutorial does. `run` keeps what the tutorial
     printed or saved (losses, grids, scores, the checkpoint); it raises when the run must stop."""
     batch_count = len(x_train) // args.batch_size  # steps per epoch
-    with precision_policy(args.precision):  # the layers built here compute in this precision
+    with precision_policy(args.precision):  # extra: the layers built here compute in this precision
         generator = get_generator(args.random_dim)
         discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1),
                                           args.minibatch_stddev)
         gan = get_gan_network(discriminator, args.random_dim, generator,
                               get_optimizer(args.learning_rate, args.beta_1))
-    ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None
+    ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None  # extra
+    sampler = ema_generator or generator  # what draws the grids (the tutorial: the generator)
     rng = keras.random.SeedGenerator(args.seed)
     train_step = make_train_step(generator, discriminator, gan, x_train, args.batch_size,
                                  args.random_dim, args.real_label, rng, ema_generator,
                                  args.ema_decay)
-    start = run.begin(generator, discriminator, gan, ema_generator, rng)  # 1, or after the checkpoint
+    start = run.begin(generator, discriminator, gan, ema_generator, rng)  # extra: 1, or after the checkpoint
 
     for e in range(start, args.epochs + 1):
         with tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False,
                   disable=None) as bar:  # a bar on a terminal only; logs get the epoch lines
             for _ in bar:
                 d_loss, g_loss = (float(loss) for loss in train_step())
-                run.after_step(e, d_loss, g_loss)  # a diverged loss or Ctrl-C ends the run here
+                run.after_step(e, d_loss, g_loss)  # extra: a diverged loss or Ctrl-C ends the run here
                 bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
-        run.end_epoch(e)  # the epoch's line; every SAMPLE_EVERY epochs the grid; the checkpoint
-    run.finish()  # generator.keras
+        run.end_epoch(e)  # extra: stops on a weight that is not finite; records the epoch's losses
+        if run.is_grid_epoch(e):  # extra: the tutorial's `e == 1 or e % 20 == 0`, and the last epoch
+            plot_generated_images(sampler, run.grid_noise(), run.grid_path(e))  # extra: noise, file name
+        run.save_epoch(e)  # extra: the scores, the epoch's line, the checkpoint
+    run.finish()  # extra: generator.keras
 
 
 # =================================================================================================
 # NOT IN THE TUTORIAL. Everything below serves the code above and changes nothing it trains,
-# except the one opt-in extra, --minibatch-stddev:
-#   the step's speed and exactness  .  the minibatch-stddev feature  .  Keras' JAX backend
-#   .  data files  .  errors and writes  .  the run's files, checkpoint, folders and locks
-#   .  the digit score  .  saved generators  .  the command line
+# except the one opt-in extra, --minibatch-stddev. Each section uses only what stands above it.
 # =================================================================================================
 
-# ------------------------------------------------------------------ the step's speed and exactness
+# -------------------------------------------------------------------------------------- errors
+
+class UsageError(Exception):
+    """Bad input: main() prints the message as one line and exits with code 2."""
+
+
+class RunFailed(Exception):
+    """The run could not go on (a write failed, training diverged): one line, exit code 1."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM: main() prints the message and exits with code 130."""
+
+
+class WriteFailed(Exception):
+    """A file could not be written; its temporary was removed and the old file left as it was."""
+
+
+# ------------------------------------------------------------------- reading and writing files
+
+def readable_file(path, what, advice):
+    """Refuse `path` with its real trouble when it cannot be read as a file: missing, a link to
+    nothing, a folder, not a regular file, or no permission to read it. `advice` says what to pass
+    instead. Whether its contents are sound is for its reader to judge."""
+    if not os.path.lexists(path):
+        raise UsageError(f"{what} {path} not found: {advice}")
+    if not os.path.exists(path):
+        raise UsageError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not "
+                         f"exist: {advice}")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path} is a folder, not a file: {advice}")
+    if not os.path.isfile(path):
+        raise UsageError(f"{what} {path} is not a regular file (a device or a pipe?): {advice}")
+    try:
+        open(path, "rb").close()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path} ({e.strerror}): the file itself may be fine; give "
+                         "this user permission to read it (for example chmod u+r), then run again") from None
+
+
+def fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_name(path, pid=None):
+    """Where save_atomically writes `path` first: .tmp-PID-name beside it."""
+    return os.path.join(os.path.dirname(path) or ".", f".tmp-{pid or os.getpid()}-{os.path.basename(path)}")
+
+
+def save_atomically(path, write):
+    """Call write(tmp), flush tmp to disk, rename it over `path`, flush the folder (as databases
+    do): after a crash or power cut `path` is the old file or the new one, never a part. The
+    temporary's name is this process's own. A failure removes it and raises WriteFailed."""
+    tmp = temporary_name(path)
+    try:
+        write(tmp)
+        fsync(tmp)
+        os.replace(tmp, path)
+    except Exception as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise WriteFailed(f"cannot write {path} ({getattr(e, 'strerror', None) or e})") from None
+    with contextlib.suppress(OSError):  # some systems cannot sync a folder; the rename is done
+        fsync(os.path.dirname(path) or ".")
+    return path
+
+
+def write_csv(path, columns, rows):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([columns] + list(rows))
+    save_atomically(path, write)
+
+
+def save_figure(fig, path):
+    try:
+        save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+# -------------------------------------------------------------- the step's speed and exactness
 class FusedAdam(keras.optimizers.Adam):
     """keras.optimizers.Adam, same update, done by TensorFlow's fused Adam kernel: one pass over
-    each weight instead of nine (the optimizer was a third of a CPU training step). It reads three
+    each weight instead of nine (samples/README.md, Speed, says what it saves). It reads three
     private parts of Keras' Adam, `_get_variable_index`, `_momentums` and `_velocities`;
     tests/test_step.py::test_fused_adam_matches_keras_adam fails if a Keras release changes them."""
 
@@ -352,15 +442,15 @@ def precision_policy(precision):
 
 
 def precision_note(precision):
-    """A start-up line when --precision bfloat16 was measured slower than float32 on hardware like
-    this (README, Speed; tests/benchmark.py measures one's own), else None."""
+    """A start-up line where --precision bfloat16 was measured slower than float32 on hardware like
+    this (the figures: samples/README.md, Speed; tests/benchmark.py measures one's own), else None."""
     if precision != "bfloat16":
         return None
     if BACKEND == "jax":
         import jax
         return None if jax.default_backend() != "cpu" else (
-            "Note: bfloat16 on JAX's CPU backend measured 1.18x slower per step than float32 (XLA does "
-            "not use AMX or AVX512-BF16 there); float32 is the faster choice on a CPU.")
+            "Note: bfloat16 on JAX's CPU backend measured slower per step than float32 (XLA does not use "
+            "AMX or AVX512-BF16 there); float32 is the faster choice on a CPU (samples/README.md, Speed).")
     if tf.config.list_physical_devices("GPU"):
         return None
     try:
@@ -370,10 +460,10 @@ def precision_note(precision):
     except (OSError, StopIteration):
         return "Note: bfloat16 is faster than float32 only on some CPUs: python tests/benchmark.py says for this one."
     if "amx_bf16" in flags or ("avx512_bf16" in flags and "GenuineIntel" not in cpuinfo):
-        return None  # measured faster: 0.76-0.79x with AMX, 0.81x on AMD Zen 5's AVX512-BF16
+        return None  # measured faster with AMX and on AMD's AVX512-BF16
     return ("Note: this CPU has no AMX" + ("" if "avx512_bf16" in flags else " and no AVX512-BF16") +
-            ": bfloat16 steps measured 1.8x slower than float32 on such Intel CPUs (emulated without "
-            "AVX512-BF16); float32 is likely faster: python tests/benchmark.py measures it.")
+            ": bfloat16 steps measured slower than float32 on such Intel CPUs (samples/README.md, Speed); "
+            "float32 is likely faster: python tests/benchmark.py measures it.")
 
 
 def get_ema_generator(generator):
@@ -393,7 +483,7 @@ def update_ema(ema_generator, generator, decay, step):
         ema_weight.assign_sub((1.0 - decay) * (ema_weight - weight))  # = the rule above
 
 
-# ------------------------------------------------- the minibatch-stddev feature (--minibatch-stddev)
+# ------------------------------------------- the minibatch-stddev feature (--minibatch-stddev)
 class MinibatchStddev(layers.Layer):
     """ProGAN's minibatch standard deviation (Karras et al. 2018), for an MLP: the batch is cut
     into groups of `group` consecutive digits; each digit's features get one more, the mean over
@@ -420,7 +510,26 @@ class MinibatchStddev(layers.Layer):
         return {**super().get_config(), "group": self.group}
 
 
-# ------------------------------------------------------------------------------- Keras' JAX backend
+# -------------------------------------------------------------------------- Keras' JAX backend
+def discriminator_logits(discriminator, trainable, non_trainable, x):
+    """The discriminator's output before its sigmoid, through the stateless API. On JAX, Keras
+    cannot keep the logits on the output as it does on TensorFlow (`_keras_logits`), and its loss
+    would then clip the probabilities (as Keras 2 did); so the last layer's activation is left out
+    while the step is traced."""
+    last = discriminator.layers[-1]
+    sigmoid, last.activation = last.activation, keras.activations.linear
+    try:
+        return discriminator.stateless_call(trainable, non_trainable, x, training=True)
+    finally:
+        last.activation = sigmoid
+
+
+def sigmoid_cross_entropy_jax(labels, logits):
+    """The batch mean of tf.nn.sigmoid_cross_entropy_with_logits' formula, in jax.numpy."""
+    import jax.numpy as jnp
+    return jnp.mean(jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+
 def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, random_dim, real_label,
                         rng, ema_generator=None, ema_decay=0.0):
     """make_train_step for KERAS_BACKEND=jax: the same step (noise, a real batch drawn with
@@ -481,56 +590,10 @@ def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, rand
     return train_step
 
 
-def discriminator_logits(discriminator, trainable, non_trainable, x):
-    """The discriminator's output before its sigmoid, through the stateless API. On JAX, Keras
-    cannot keep the logits on the output as it does on TensorFlow (`_keras_logits`), and its loss
-    would then clip the probabilities (as Keras 2 did); so the last layer's activation is left out
-    while the step is traced."""
-    last = discriminator.layers[-1]
-    sigmoid, last.activation = last.activation, keras.activations.linear
-    try:
-        return discriminator.stateless_call(trainable, non_trainable, x, training=True)
-    finally:
-        last.activation = sigmoid
-
-
-def sigmoid_cross_entropy_jax(labels, logits):
-    """The batch mean of tf.nn.sigmoid_cross_entropy_with_logits' formula, in jax.numpy."""
-    import jax.numpy as jnp
-    return jnp.mean(jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits))))
-
-
-# --------------------------------------------------------------------------------------- data files
+# ---------------------------------------------------------------------------------- data files
 MNIST_SHA256 = "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"  # train-images-idx3-ubyte
+
 MAX_IDX_BYTES = 1 << 31  # 2.1 GB, 2.7 million digits: a larger header is not an MNIST file
-
-
-def mnist_unavailable(data, error):
-    """Keras could not load full MNIST: the bundled subset for "auto", a UsageError for "mnist"."""
-    reason = str(error).splitlines()[0][-100:] if str(error) else type(error).__name__
-    if data == "mnist":
-        raise UsageError(f"cannot load full MNIST ({reason}): go online once, or put Keras' "
-                         "mnist.npz in ~/.keras/datasets/, or use --data subset")
-    print(f"Full MNIST is unavailable ({reason}); using the bundled 5,000-digit subset.")
-    return read_npz_digits(SUBSET_PATH, bundled=True)
-
-
-def read_digits(data):
-    """The uint8 digits of --data subset, a folder of MNIST's idx files or an .npz, and its name."""
-    if data == "subset":
-        return read_npz_digits(SUBSET_PATH, bundled=True), "subset"
-    if os.path.isdir(data):
-        x_train = read_idx(find_idx(data, "train-images-idx3-ubyte"), 2051, (None, 28, 28))
-    else:
-        x_train = read_npz_digits(data)
-    return x_train, "mnist" if is_full_mnist(x_train) else os.path.abspath(data)
-
-
-def is_full_mnist(x_train):
-    """True when the digits are MNIST's 60,000 training digits in their order, whatever the file."""
-    header = b"".join(n.to_bytes(4, "big") for n in (2051, 60000, 28, 28))
-    return (x_train.shape == (60000, 28, 28)
-            and hashlib.sha256(header + x_train.tobytes()).hexdigest() == MNIST_SHA256)
 
 
 def check_digits(x_train, where):
@@ -600,89 +663,171 @@ def find_idx(folder, name):
                      "MNIST's original idx files")
 
 
-# --------------------------------------------------------------------------------- errors and writes
-class UsageError(Exception):
-    """Bad input: main() prints the message as one line and exits with code 2."""
+def is_full_mnist(x_train):
+    """True when the digits are MNIST's 60,000 training digits in their order, whatever the file."""
+    header = b"".join(n.to_bytes(4, "big") for n in (2051, 60000, 28, 28))
+    return (x_train.shape == (60000, 28, 28)
+            and hashlib.sha256(header + x_train.tobytes()).hexdigest() == MNIST_SHA256)
 
 
-class RunFailed(Exception):
-    """The run could not go on (a write failed, training diverged): one line, exit code 1."""
+def read_digits(data):
+    """The uint8 digits of --data subset, a folder of MNIST's idx files or an .npz, and its name."""
+    if data == "subset":
+        return read_npz_digits(SUBSET_PATH, bundled=True), "subset"
+    if os.path.isdir(data):
+        x_train = read_idx(find_idx(data, "train-images-idx3-ubyte"), 2051, (None, 28, 28))
+    else:
+        x_train = read_npz_digits(data)
+    return x_train, "mnist" if is_full_mnist(x_train) else os.path.abspath(data)
 
 
-class Stopped(Exception):
-    """Ctrl-C or SIGTERM: main() prints the message and exits with code 130."""
+def fall_back_to_subset(data, error):
+    """Keras could not load full MNIST: the bundled subset for "auto", a UsageError for "mnist"."""
+    reason = str(error).splitlines()[0][-100:] if str(error) else type(error).__name__
+    if data == "mnist":
+        raise UsageError(f"cannot load full MNIST ({reason}): go online once, or put Keras' "
+                         "mnist.npz in ~/.keras/datasets/, or use --data subset")
+    print(f"Full MNIST is unavailable ({reason}); using the bundled 5,000-digit subset.")
+    return read_npz_digits(SUBSET_PATH, bundled=True)
 
 
-class WriteFailed(Exception):
-    """A file could not be written; its temporary was removed and the old file left as it was."""
+# ---------------------------------------------------------------------------- the digit scores
+# A GAN's losses say little about its digits. A small CNN trained on MNIST (data/digit_classifier.npz,
+# made by data/make_digit_classifier.py) reads a fixed set of generated digits at every grid and
+# gives three numbers: the Frechet distance between its features of those digits and of real
+# held-out digits (as FID does with Inception's; lower is better), a classifier score (exp of the
+# mean KL divergence between each digit's class probabilities and their average, like the
+# Inception score: 1 to 10), and the share of each digit class, summed up as the mix KL: the KL
+# divergence of those shares from MNIST's training-label shares (0 for MNIST's own mix). What real
+# digits, noise and blank images score: samples/README.md, The score's scale.
+MNIST_CLASS_SHARES = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]) / 60000
+
+REAL_MIX_KL = 0.0028  # of the held-out digits that set real_* in the classifier file (measured once)
 
 
-def readable_file(path, what, advice):
-    """Refuse `path` with its real trouble when it cannot be read as a file: missing, a link to
-    nothing, a folder, not a regular file, or no permission to read it. `advice` says what to pass
-    instead. Whether its contents are sound is for its reader to judge."""
-    if not os.path.lexists(path):
-        raise UsageError(f"{what} {path} not found: {advice}")
-    if not os.path.exists(path):
-        raise UsageError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not "
-                         f"exist: {advice}")
-    if os.path.isdir(path):
-        raise UsageError(f"{what} {path} is a folder, not a file: {advice}")
-    if not os.path.isfile(path):
-        raise UsageError(f"{what} {path} is not a regular file (a device or a pipe?): {advice}")
-    try:
-        open(path, "rb").close()
-    except OSError as e:
-        raise UsageError(f"cannot read {what} {path} ({e.strerror}): the file itself may be fine; give "
-                         "this user permission to read it (for example chmod u+r), then run again") from None
+def mix_kl(shares):
+    """KL(shares || MNIST's class shares), in nats: 0 for MNIST's own mix."""
+    p = np.asarray(shares, np.float64)
+    return float(np.sum(p[p > 0] * np.log(p[p > 0] / MNIST_CLASS_SHARES[p > 0])))
 
 
-def fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def get_digit_classifier():
+    """The scoring CNN: 784 pixels in [-1, 1] -> (64 features, 10 class probabilities)."""
+    images = keras.Input(shape=(784,))
+    x = layers.Reshape((28, 28, 1))(images)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    features = layers.Dense(64, activation="relu")(layers.Flatten()(x))
+    probabilities = layers.Dense(10, activation="softmax")(layers.Dropout(0.3)(features))
+    return keras.Model(images, [features, probabilities], name="digit_classifier")
 
 
-def temporary_name(path, pid=None):
-    """Where save_atomically writes `path` first: .tmp-PID-name beside it."""
-    return os.path.join(os.path.dirname(path) or ".", f".tmp-{pid or os.getpid()}-{os.path.basename(path)}")
+def frechet_distance(mean1, cov1, mean2, cov2_sqrt):
+    """|m1 - m2|^2 + tr(C1 + C2 - 2 (C2^1/2 C1 C2^1/2)^1/2), with C2^1/2 given."""
+    eigenvalues = np.linalg.eigvalsh(cov2_sqrt @ cov1 @ cov2_sqrt)
+    return float(np.sum((mean1 - mean2) ** 2) + np.trace(cov1) + np.trace(cov2_sqrt @ cov2_sqrt)
+                 - 2 * np.sum(np.sqrt(np.clip(eigenvalues, 0, None))))
 
 
-def save_atomically(path, write):
-    """Call write(tmp), flush tmp to disk, rename it over `path`, flush the folder (as databases
-    do): after a crash or power cut `path` is the old file or the new one, never a part. The
-    temporary's name is this process's own. A failure removes it and raises WriteFailed."""
-    tmp = temporary_name(path)
-    try:
-        write(tmp)
-        fsync(tmp)
-        os.replace(tmp, path)
-    except Exception as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise WriteFailed(f"cannot write {path} ({getattr(e, 'strerror', None) or e})") from None
-    with contextlib.suppress(OSError):  # some systems cannot sync a folder; the rename is done
-        fsync(os.path.dirname(path) or ".")
-    return path
+class DigitScorer:
+    """The bundled classifier and the statistics of the real held-out digits it compares with.
+    scorer(images) scores digits, scorer.rate(generator, noise) a generator's."""
+
+    def __init__(self, path):
+        fix = ("restore it with `git checkout -- data/digit_classifier.npz`, rebuild it with "
+               "data/make_digit_classifier.py, or pass --score-digits 0 to train without scores")
+        readable_file(path, "digit classifier", fix)
+        self.model = get_digit_classifier()
+        try:
+            with np.load(path) as f:
+                arrays = {name: f[name] for name in f.files}
+        except Exception as e:
+            raise UsageError(f"digit classifier {path} is damaged ({type(e).__name__}): {fix}") from None
+        expected = {f"w{i}": tuple(w.shape) for i, w in enumerate(self.model.weights)}
+        expected.update(reference_mean=(64,), reference_cov=(64, 64), real_frechet_distance=(),
+                        real_classifier_score=(), real_top_share=())
+        for name, shape in expected.items():
+            a = arrays.get(name)
+            trouble = ("has no " + name if a is None else
+                       f"has {name} of shape {a.shape}, not {shape} (another input size or layout?)"
+                       if a.shape != shape else
+                       f"holds {name} as {a.dtype}, not floats" if a.dtype.kind != "f" else
+                       f"holds values in {name} that are not finite" if not np.isfinite(a).all() else None)
+            if trouble:
+                raise UsageError(f"digit classifier {path} does not fit this scoring network: it {trouble}: {fix}")
+        self.model.set_weights([arrays[f"w{i}"] for i in range(len(self.model.weights))])
+        self.mean, cov = arrays["reference_mean"].astype(np.float64), arrays["reference_cov"].astype(np.float64)
+        self.real = {k: float(arrays["real_" + k]) for k in ("frechet_distance", "classifier_score", "top_share")}
+        self.real["mix_kl"] = REAL_MIX_KL
+        eigenvalues, eigenvectors = np.linalg.eigh(cov)
+        self.cov_sqrt = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+        self.predict = tf.function(self.model) if BACKEND == "tensorflow" else self.model.predict_on_batch
+
+    def __call__(self, images):
+        """Scores of `images` (N, 784) in [-1, 1]: dict of frechet_distance, classifier_score,
+        shares (fraction of each class 0-9), top_class and top_share."""
+        features, p = (keras.ops.convert_to_numpy(t).astype(np.float64) for t in self.predict(images))
+        p = np.clip(p, 1e-12, 1.0)
+        kl = np.sum(p * (np.log(p) - np.log(p.mean(axis=0))), axis=1)
+        shares = np.bincount(p.argmax(axis=1), minlength=10) / len(p)
+        return {"frechet_distance": frechet_distance(features.mean(axis=0), np.cov(features, rowvar=False),
+                                                     self.mean, self.cov_sqrt),
+                "classifier_score": float(np.exp(kl.mean())), "shares": shares,
+                "top_class": int(shares.argmax()), "top_share": float(shares.max()), "mix_kl": mix_kl(shares)}
+
+    def rate(self, generator, noise):
+        return self(generator(noise, training=False))
 
 
-def write_csv(path, columns, rows):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([columns] + list(rows))
-    save_atomically(path, write)
+def score_noise(seed, random_dim, count):
+    """The noise the scores are drawn from: fixed for a seed, apart from the grids' stream."""
+    return np.random.default_rng((seed, 1)).normal(0, 1, size=(count, random_dim)).astype(np.float32)
 
 
-def save_figure(fig, path):
-    try:
-        save_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+def describe_scores(scores):
+    return (f"FD {scores['frechet_distance']:.2f}  score {scores['classifier_score']:.2f}  "
+            f"most common: {scores['top_class']}s {scores['top_share']:.0%}  mix KL {scores['mix_kl']:.3f}")
 
 
-# ---------------------------------------------------- the run folder: grids, losses, plots, GIF
+SCORE_COLUMNS = (["epoch", "frechet_distance", "classifier_score", "top_class", "top_share"]
+                 + [f"share_{digit}" for digit in range(10)] + ["mix_kl"])
+
+
+def score_row(epoch, scores):
+    return ([epoch, round(scores["frechet_distance"], 4), round(scores["classifier_score"], 4),
+             scores["top_class"], round(scores["top_share"], 4)]
+            + [round(float(x), 4) for x in scores["shares"]] + [round(scores["mix_kl"], 4)])
+
+
+def with_mix_kl(row):
+    """A score row of a checkpoint written before the mix KL existed, completed from its shares."""
+    return row if len(row) == len(SCORE_COLUMNS) else row + [round(mix_kl(row[5:15]), 4)]
+
+
+def plot_scores(scores, real, path):
+    """Frechet distance, classifier score, the largest class share and the mix KL against the
+    epoch; the dashed lines are what real held-out digits score."""
+    rows = np.array(scores, dtype=np.float64)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    for ax, column, title in zip(axes, (1, 2, 4, 15), ("Frechet distance (lower is better)",
+                                                       "classifier score (1 to 10, higher is better)",
+                                                       "share of the most common digit",
+                                                       "mix KL from MNIST's classes (lower is better)")):
+        ax.plot(rows[:, 0], rows[:, column], marker="o", markersize=3)
+        if real:
+            ax.axhline(real[SCORE_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# ---------------------------------------- the output folder: grids, losses, scores, plots, GIF
 LOSS_COLUMNS = ("epoch", "d_loss", "g_loss", "seconds")  # losses.csv; the history's rows
 
 
@@ -694,10 +839,31 @@ def grid_path(out_dir, epoch):
     return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
 
 
-class RunFolder:
-    """OUT_DIR: the grids, losses.csv, gan_loss.png, quality.csv, quality.png, progress.gif and
+def plot_loss(history, path):
+    """Both losses (means over each epoch's steps) against the epoch."""
+    epochs, d_loss, g_loss = (np.array([row[i] for row in history]) for i in range(3))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot(epochs, d_loss, label="discriminator loss")
+    ax.plot(epochs, g_loss, label="generator loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("binary cross-entropy (epoch mean)")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_gif(grid_paths, path, size=300):
+    """The grids in epoch order as an animated GIF, downscaled to `size` pixels a side."""
+    frames = [Image.open(p).convert("L").resize((size, size), Image.LANCZOS) for p in grid_paths]
+    durations = [400] * (len(frames) - 1) + [2000]  # linger on the last grid
+    save_atomically(path, lambda tmp: frames[0].save(
+        tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
+
+
+class OutputFiles:
+    """OUT_DIR: the grids, losses.csv, gan_loss.png, scores.csv, scores.png, progress.gif and
     generator.keras, and which epochs have a grid."""
-    FILES = ("losses.csv", "gan_loss.png", "quality.csv", "quality.png", "progress.gif", "generator.keras")
+    FILES = ("losses.csv", "gan_loss.png", "scores.csv", "scores.png", "progress.gif", "generator.keras")
 
     def __init__(self, folder, epochs, sample_every):
         self.folder, self.epochs, self.sample_every = folder, epochs, sample_every
@@ -722,11 +888,11 @@ class RunFolder:
         write_csv(self.path("losses.csv"), LOSS_COLUMNS, history)
 
     def write_plots(self, history, scores, real, last):
-        """The loss and score curves, quality.csv and the GIF of every grid up to epoch `last`."""
+        """The loss and score curves, scores.csv and the GIF of every grid up to epoch `last`."""
         plot_loss(history, self.path("gan_loss.png"))
         if scores:
-            write_csv(self.path("quality.csv"), QUALITY_COLUMNS, scores)
-            plot_quality(scores, real, self.path("quality.png"))
+            write_csv(self.path("scores.csv"), SCORE_COLUMNS, scores)
+            plot_scores(scores, real, self.path("scores.png"))
         grids = self.grids(last)
         if grids:
             save_gif(grids, self.path("progress.gif"))
@@ -735,32 +901,11 @@ class RunFolder:
         return [n for n in self.FILES if os.path.exists(self.path(n))]
 
 
-def plot_loss(history, path):
-    """Both losses (means over each epoch's steps) against the epoch."""
-    epochs, d_loss, g_loss = (np.array([row[i] for row in history]) for i in range(3))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.plot(epochs, d_loss, label="discriminator loss")
-    ax.plot(epochs, g_loss, label="generator loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("binary cross-entropy (epoch mean)")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def save_gif(grid_paths, path, size=300):
-    """The grids in epoch order as an animated GIF, downscaled to `size` pixels a side."""
-    frames = [Image.open(p).convert("L").resize((size, size), Image.LANCZOS) for p in grid_paths]
-    durations = [400] * (len(frames) - 1) + [2000]  # linger on the last grid
-    save_atomically(path, lambda tmp: frames[0].save(
-        tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
-
-
-# ------------------------------------------------------------------------------- the checkpoint
+# ------------------------------------------------------------------------------ the checkpoint
 class Checkpoint:
     """CHECKPOINT_DIR/checkpoint.npz: every variable's value (weights, optimizer slots, random
     states) and the run's history as JSON, rewritten after every epoch; what --resume continues."""
-    KEYS = ("epoch", "config", "history", "quality", "grid_rng")
+    KEYS = ("epoch", "config", "history", "scores", "grid_rng")
     OLDER = {"backend": "tensorflow", "minibatch_stddev": 0}  # what a checkpoint made before them had
 
     def __init__(self, folder, config):
@@ -777,6 +922,8 @@ class Checkpoint:
             with np.load(self.path) as f:
                 meta = json.loads(str(f["meta"]))
                 arrays = [f[f"v{i}"] for i in range(len(f.files) - 1)]
+            if "quality" in meta:  # written before the scores had that name
+                meta["scores"] = meta.pop("quality")
             for key in self.KEYS:
                 meta[key]  # noqa: B018  (a KeyError: a checkpoint of another version, or damaged)
         except Exception as e:
@@ -802,8 +949,52 @@ class Checkpoint:
         save_atomically(self.path, write)
 
 
-# -------------------------------------------------------- the folders: checks, locks, leftovers
-class Folders:
+# ------------------------------------------------------- the folders: checks, locks, leftovers
+def check_folder(folder):
+    """Refuse a folder the run could not create or use, before anything is made: a file where a
+    folder should be, or a symbolic link to nothing along the path."""
+    path = os.path.abspath(folder)
+    while True:
+        if os.path.lexists(path) and not os.path.exists(path):
+            raise UsageError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+                             f"create that folder, or pick another than {folder} with --out-dir or "
+                             "--checkpoint-dir")
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                raise UsageError(f"cannot write to folder {folder}: {path} is a file, not a folder; "
+                                 "pick another with --out-dir or --checkpoint-dir")
+            return
+        path = os.path.dirname(path)
+
+
+def process_alive(pid):
+    if pid <= 0 or pid > 2**22:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_leftovers(folder):
+    """Remove the temporaries (.tmp-PID-name) that runs killed while writing left in `folder`.
+    This run holds the folder's lock, so no other run writes there now; a file whose process is
+    still alive (a --generate, say) is left alone."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        match = re.fullmatch(r"\.tmp-(\d+)-.+", name)
+        if match and not process_alive(int(match[1])):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    if removed:
+        print(f"Removed {len(removed)} partial file(s) that a stopped run left in {folder}: {', '.join(removed)}")
+
+
+class LockedFolders:
     """The run's output and checkpoint folders (one or two), entered as a context: each is checked
     before anything is created, then created and tested with the longest temporary name the run
     will write there, locked against a second run, and rid of the temporaries that killed runs
@@ -900,51 +1091,7 @@ class Folders:
                     os.rmdir(folder)
 
 
-def check_folder(folder):
-    """Refuse a folder the run could not create or use, before anything is made: a file where a
-    folder should be, or a symbolic link to nothing along the path."""
-    path = os.path.abspath(folder)
-    while True:
-        if os.path.lexists(path) and not os.path.exists(path):
-            raise UsageError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
-                             f"create that folder, or pick another than {folder} with --out-dir or "
-                             "--checkpoint-dir")
-        if os.path.exists(path):
-            if not os.path.isdir(path):
-                raise UsageError(f"cannot write to folder {folder}: {path} is a file, not a folder; "
-                                 "pick another with --out-dir or --checkpoint-dir")
-            return
-        path = os.path.dirname(path)
-
-
-def remove_leftovers(folder):
-    """Remove the temporaries (.tmp-PID-name) that runs killed while writing left in `folder`.
-    This run holds the folder's lock, so no other run writes there now; a file whose process is
-    still alive (a --generate, say) is left alone."""
-    removed = []
-    for name in sorted(os.listdir(folder)):
-        match = re.fullmatch(r"\.tmp-(\d+)-.+", name)
-        if match and not process_alive(int(match[1])):
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(folder, name))
-                removed.append(name)
-    if removed:
-        print(f"Removed {len(removed)} partial file(s) that a stopped run left in {folder}: {', '.join(removed)}")
-
-
-def process_alive(pid):
-    if pid <= 0 or pid > 2**22:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, but another user's
-        return True
-    return True
-
-
-# --------------------------------------------------------------------------- Ctrl-C and SIGTERM
+# -------------------------------------------------------------------------- Ctrl-C and SIGTERM
 class StopSignal:
     """Ctrl-C and SIGTERM. Until defer() (start-up: nothing written yet) they stop at once; after
     it they only set `requested`, which Run.after_step reads after each step, and the final
@@ -972,11 +1119,12 @@ class StopSignal:
             signal.signal(s, signal.SIG_IGN if handler is stop_while_starting else handler)
 
 
-# ------------------------------------------------------------------ the run: what train() calls
+# ----------------------------------------------------------------- the run: what train() calls
 class Run:
     """What train() hands its bookkeeping to: the loss and score history, the grid and score noise,
     the checkpoint, the run's folders and what it tells the user. Everything is checked when it is
-    made, before a folder is created or a model built; `with run:` holds the folders."""
+    made, before a folder is created or a model built; `with run:` holds the folders, and turns a
+    failed write into one line that says what the checkpoint still holds."""
 
     def __init__(self, args, source, digits, scorer, stop):
         self.args, self.scorer, self.stop = args, scorer, stop
@@ -986,17 +1134,17 @@ class Run:
                        "real_label": args.real_label, "ema_decay": args.ema_decay,
                        "fixed_noise": args.fixed_noise, "precision": args.precision, "backend": BACKEND,
                        "minibatch_stddev": args.minibatch_stddev}
-        self.folder = RunFolder(args.out_dir, args.epochs, args.sample_every)
+        self.outputs = OutputFiles(args.out_dir, args.epochs, args.sample_every)
         self.checkpoint = Checkpoint(args.checkpoint_dir, self.config)
-        for path in [self.checkpoint.path] + [self.folder.path(n) for n in RunFolder.FILES]:
+        for path in [self.checkpoint.path] + [self.outputs.path(n) for n in OutputFiles.FILES]:
             if os.path.isdir(path):
                 raise UsageError(f"{path} is a folder, not a file: move it away or pick another folder")
-        self.folders = Folders({args.out_dir: self.folder.names(), args.checkpoint_dir: ["checkpoint.npz"]})
+        self.folders = LockedFolders({args.out_dir: self.outputs.names(), args.checkpoint_dir: ["checkpoint.npz"]})
         self.saved = self.checkpoint.read() if args.resume else None
         self.grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
         self.fixed_noise = grid_noise(self.grid_rng, args.random_dim)
-        self.score_noise = quality_noise(args.seed, args.random_dim, args.score_digits)
-        self.history, self.quality = [], []  # rows of LOSS_COLUMNS and of QUALITY_COLUMNS
+        self.score_noise = score_noise(args.seed, args.random_dim, args.score_digits)
+        self.history, self.scores = [], []  # rows of LOSS_COLUMNS and of SCORE_COLUMNS
         self.saved_epoch = 0  # the epoch the checkpoint on disk holds (0: none from this run)
         self.trained = False  # whether this process trained an epoch
 
@@ -1004,8 +1152,10 @@ class Run:
         self.folders.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        self.folders.__exit__(*exc)
+    def __exit__(self, kind, error, traceback):
+        self.folders.__exit__(kind, error, traceback)
+        if isinstance(error, WriteFailed):
+            raise RunFailed(f"{error}; {self.what_is_kept()}") from None
 
     def begin(self, generator, discriminator, gan, ema_generator, rng):
         """Restore the checkpoint with --resume; the first epoch to train. Signals wait from here."""
@@ -1017,7 +1167,7 @@ class Run:
             meta, arrays = self.saved
             self.checkpoint.restore(self.variables, arrays)
             self.history = [tuple(row) for row in meta["history"]]
-            self.quality = [with_mix_kl(row) for row in meta["quality"]]
+            self.scores = [with_mix_kl(row) for row in meta["scores"]]
             self.grid_rng.bit_generator.state = meta["grid_rng"]
             self.saved_epoch = meta["epoch"]
             print(f"Resuming from {self.checkpoint.path} after epoch {meta['epoch']}.")
@@ -1039,28 +1189,39 @@ class Run:
             raise Stopped(self.stopped_message(epoch))
 
     def end_epoch(self, epoch):
-        """Record the epoch; at sample epochs the grid, scores, plots and GIF; then the checkpoint."""
-        seconds = time.perf_counter() - self.started
+        """Check the weights before anything of the epoch is written, then record its losses."""
+        self.seconds = time.perf_counter() - self.started
         d_loss, g_loss = self.d_sum / self.steps, self.g_sum / self.steps
-        arrays = [v.numpy() for v in self.variables]
-        if not all(np.isfinite(a).all() for a in arrays if a.dtype.kind == "f"):
-            self.diverged(epoch, None, d_loss, g_loss)  # before anything of this epoch is written
-        self.history.append((epoch, d_loss, g_loss, round(seconds, 3)))
-        line = f"Epoch {epoch}/{self.args.epochs}: d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  {seconds:.1f}s"
-        with self.writing():
-            self.folder.write_losses(self.history)
-            if self.folder.is_sample_epoch(epoch):
-                noise = self.fixed_noise if self.args.fixed_noise else grid_noise(self.grid_rng, self.args.random_dim)
-                plot_generated_images(self.sampler, noise, grid_path(self.args.out_dir, epoch))
-                if self.scorer:
-                    scores = self.scorer.rate(self.sampler, self.score_noise)
-                    self.quality.append(quality_row(epoch, scores))
-                    line += f"  | {describe_quality(scores)}"
-                self.folder.write_plots(self.history, self.quality, self.real(), epoch)
-            print(line)
-            self.checkpoint.save(arrays, {
-                "epoch": epoch, "config": self.config, "history": self.history,
-                "quality": self.quality, "grid_rng": self.grid_rng.bit_generator.state})
+        self.arrays = [v.numpy() for v in self.variables]
+        if not all(np.isfinite(a).all() for a in self.arrays if a.dtype.kind == "f"):
+            self.diverged(epoch, None, d_loss, g_loss)
+        self.history.append((epoch, d_loss, g_loss, round(self.seconds, 3)))
+        self.folders.wrote = True
+        self.outputs.write_losses(self.history)
+
+    def is_grid_epoch(self, epoch):
+        return self.outputs.is_sample_epoch(epoch)
+
+    def grid_noise(self):
+        return self.fixed_noise if self.args.fixed_noise else grid_noise(self.grid_rng, self.args.random_dim)
+
+    def grid_path(self, epoch):
+        return grid_path(self.args.out_dir, epoch)
+
+    def save_epoch(self, epoch):
+        """The epoch's line; at grid epochs the scores, plots and GIF; then the checkpoint."""
+        _, d_loss, g_loss, _ = self.history[-1]
+        line = f"Epoch {epoch}/{self.args.epochs}: d_loss {d_loss:.4f}  g_loss {g_loss:.4f}  {self.seconds:.1f}s"
+        if self.is_grid_epoch(epoch):
+            if self.scorer:
+                scores = self.scorer.rate(self.sampler, self.score_noise)
+                self.scores.append(score_row(epoch, scores))
+                line += f"  | {describe_scores(scores)}"
+            self.outputs.write_plots(self.history, self.scores, self.real(), epoch)
+        print(line)
+        self.checkpoint.save(self.arrays, {
+            "epoch": epoch, "config": self.config, "history": self.history,
+            "scores": self.scores, "grid_rng": self.grid_rng.bit_generator.state})
         self.saved_epoch, self.trained = epoch, True
         self.new_epoch()
 
@@ -1070,30 +1231,30 @@ class Run:
     def redraw_missing_grids(self):
         """Resuming into a folder without the earlier grids (another --out-dir): the checkpoint's
         own epoch can be redrawn exactly (same weights, same fixed noise); earlier ones cannot."""
-        epoch, path = self.saved_epoch, grid_path(self.args.out_dir, self.saved_epoch)
-        if self.folder.is_sample_epoch(epoch) and self.args.fixed_noise and not os.path.exists(path):
-            with self.writing():
-                plot_generated_images(self.sampler, self.fixed_noise, path)
-        have = set(self.folder.grids(epoch))
-        missing = [k for k in self.folder.sample_epochs(epoch) if grid_path(self.args.out_dir, k) not in have]
+        epoch, path = self.saved_epoch, self.grid_path(self.saved_epoch)
+        if self.is_grid_epoch(epoch) and self.args.fixed_noise and not os.path.exists(path):
+            self.folders.wrote = True
+            plot_generated_images(self.sampler, self.fixed_noise, path)
+        have = set(self.outputs.grids(epoch))
+        missing = [k for k in self.outputs.sample_epochs(epoch) if self.grid_path(k) not in have]
         if missing:
             print(f"Note: {self.args.out_dir} lacks the grids of epochs {', '.join(map(str, missing))}, which "
                   "the checkpoint cannot redraw (it keeps only the latest weights): progress.gif will "
-                  "start later. losses.csv and quality.csv will be complete.")
+                  "start later. losses.csv and scores.csv will be complete.")
 
     def finish(self):
         """generator.keras. With --resume of a finished run (say, killed in its final save) also
         the other final files again, from the checkpoint's history, in case any is missing."""
         done = self.saved_epoch
-        with self.writing():
-            if not self.trained:
-                self.folder.write_losses(self.history)
-                self.folder.write_plots(self.history, self.quality, self.real(), done)
-            save_atomically(self.folder.path("generator.keras"), self.sampler.save)  # tmp name keeps .keras
+        self.folders.wrote = True
+        if not self.trained:
+            self.outputs.write_losses(self.history)
+            self.outputs.write_plots(self.history, self.scores, self.real(), done)
+        save_atomically(self.outputs.path("generator.keras"), self.sampler.save)  # tmp name keeps .keras
         if not self.trained:
             print(f"The checkpoint already holds epoch {done} (--epochs {self.args.epochs}): wrote the "
                   "run's final files from it. Raise --epochs to train further.")
-        print(f"Done: {len(self.folder.grids(done))} grids, {', '.join(self.folder.present())} in "
+        print(f"Done: {len(self.outputs.grids(done))} grids, {', '.join(self.outputs.present())} in "
               f"{self.args.out_dir}/")
 
     def command(self, resume=True):
@@ -1109,163 +1270,22 @@ class Run:
 
     def diverged(self, epoch, step, d_loss, g_loss):
         where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch} (a weight is not finite)"
-        kept = f"the checkpoint keeps epoch {self.saved_epoch}, the last good one" if self.saved_epoch else \
-            "no checkpoint was written"
+        kept = (f"the checkpoint keeps epoch {self.saved_epoch}, the last good one" if self.saved_epoch else
+                "no checkpoint was written")
         raise RunFailed(f"training diverged at {where} (d_loss {d_loss:.4g}, g_loss {g_loss:.4g}); {kept}: "
                         f"lower the learning rate (LEARNING_RATE is {self.args.learning_rate}) or check the "
                         "data, then start again")
 
-    @contextlib.contextmanager
-    def writing(self):
-        """A failed write: one line that says what the checkpoint still holds."""
-        self.folders.wrote = True
-        try:
-            yield
-        except WriteFailed as e:
-            if self.saved_epoch:
-                raise RunFailed(f"{e}; the checkpoint holds epoch {self.saved_epoch}: free some space or "
-                                f"fix the folder, then resume with: {self.command()}") from None
-            raise RunFailed(f"{e}; no checkpoint was written yet: free some space or fix the folder, "
-                            f"then start again with: {self.command(resume=False)}") from None
+    def what_is_kept(self):
+        """After a failed write: what the checkpoint holds and the command that carries on."""
+        if self.saved_epoch:
+            return (f"the checkpoint holds epoch {self.saved_epoch}: free some space or fix the folder, "
+                    f"then resume with: {self.command()}")
+        return ("no checkpoint was written yet: free some space or fix the folder, then start again "
+                f"with: {self.command(resume=False)}")
 
 
-# -------------------------------------------------------------------------------- the digit score
-# A GAN's losses say little about its digits. A small CNN trained on MNIST (data/digit_classifier.npz,
-# made by data/make_digit_classifier.py) reads a fixed set of generated digits at every grid and
-# gives three numbers: the Frechet distance between its features of those digits and of real
-# held-out digits (as FID does with Inception's; lower is better, 2.88 for 2,000 real digits), a
-# classifier score (exp of the mean KL divergence between each digit's class probabilities and
-# their average, like the Inception score: 1 to 10, 9.71 for real digits), and the share of
-# each digit class (real MNIST: 9-11% each; a GAN that collapses onto a few digits shows here),
-# summed up as the mix KL: the KL divergence of those shares from MNIST's training-label shares
-# (0.0028 for the 2,000 real held-out digits; a GAN that favours 1s, 0.07 or more).
-MNIST_CLASS_SHARES = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]) / 60000
-REAL_MIX_KL = 0.0028  # the 2,000 odd-numbered test digits that set real_* in the classifier file
-
-
-def mix_kl(shares):
-    """KL(shares || MNIST's class shares), in nats: 0 for MNIST's own mix."""
-    p = np.asarray(shares, np.float64)
-    return float(np.sum(p[p > 0] * np.log(p[p > 0] / MNIST_CLASS_SHARES[p > 0])))
-
-
-def get_digit_classifier():
-    """The scoring CNN: 784 pixels in [-1, 1] -> (64 features, 10 class probabilities)."""
-    images = keras.Input(shape=(784,))
-    x = layers.Reshape((28, 28, 1))(images)
-    x = layers.Conv2D(32, 3, activation="relu")(x)
-    x = layers.Conv2D(32, 3, activation="relu")(x)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
-    x = layers.MaxPooling2D()(x)
-    features = layers.Dense(64, activation="relu")(layers.Flatten()(x))
-    probabilities = layers.Dense(10, activation="softmax")(layers.Dropout(0.3)(features))
-    return keras.Model(images, [features, probabilities], name="digit_classifier")
-
-
-def frechet_distance(mean1, cov1, mean2, cov2_sqrt):
-    """|m1 - m2|^2 + tr(C1 + C2 - 2 (C2^1/2 C1 C2^1/2)^1/2), with C2^1/2 given."""
-    eigenvalues = np.linalg.eigvalsh(cov2_sqrt @ cov1 @ cov2_sqrt)
-    return float(np.sum((mean1 - mean2) ** 2) + np.trace(cov1) + np.trace(cov2_sqrt @ cov2_sqrt)
-                 - 2 * np.sum(np.sqrt(np.clip(eigenvalues, 0, None))))
-
-
-class DigitScorer:
-    """The bundled classifier and the statistics of the real held-out digits it compares with.
-    scorer(images) scores digits, scorer.rate(generator, noise) a generator's."""
-
-    def __init__(self, path):
-        fix = ("restore it with `git checkout -- data/digit_classifier.npz`, rebuild it with "
-               "data/make_digit_classifier.py, or pass --score-digits 0 to train without scores")
-        readable_file(path, "digit classifier", fix)
-        self.model = get_digit_classifier()
-        try:
-            with np.load(path) as f:
-                arrays = {name: f[name] for name in f.files}
-        except Exception as e:
-            raise UsageError(f"digit classifier {path} is damaged ({type(e).__name__}): {fix}") from None
-        expected = {f"w{i}": tuple(w.shape) for i, w in enumerate(self.model.weights)}
-        expected.update(reference_mean=(64,), reference_cov=(64, 64), real_frechet_distance=(),
-                        real_classifier_score=(), real_top_share=())
-        for name, shape in expected.items():
-            a = arrays.get(name)
-            trouble = ("has no " + name if a is None else
-                       f"has {name} of shape {a.shape}, not {shape} (another input size or layout?)"
-                       if a.shape != shape else
-                       f"holds {name} as {a.dtype}, not floats" if a.dtype.kind != "f" else
-                       f"holds values in {name} that are not finite" if not np.isfinite(a).all() else None)
-            if trouble:
-                raise UsageError(f"digit classifier {path} does not fit this scoring network: it {trouble}: {fix}")
-        self.model.set_weights([arrays[f"w{i}"] for i in range(len(self.model.weights))])
-        self.mean, cov = arrays["reference_mean"].astype(np.float64), arrays["reference_cov"].astype(np.float64)
-        self.real = {k: float(arrays["real_" + k]) for k in ("frechet_distance", "classifier_score", "top_share")}
-        self.real["mix_kl"] = REAL_MIX_KL
-        eigenvalues, eigenvectors = np.linalg.eigh(cov)
-        self.cov_sqrt = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
-        self.predict = tf.function(self.model) if BACKEND == "tensorflow" else self.model.predict_on_batch
-
-    def __call__(self, images):
-        """Scores of `images` (N, 784) in [-1, 1]: dict of frechet_distance, classifier_score,
-        shares (fraction of each class 0-9), top_class and top_share."""
-        features, p = (keras.ops.convert_to_numpy(t).astype(np.float64) for t in self.predict(images))
-        p = np.clip(p, 1e-12, 1.0)
-        kl = np.sum(p * (np.log(p) - np.log(p.mean(axis=0))), axis=1)
-        shares = np.bincount(p.argmax(axis=1), minlength=10) / len(p)
-        return {"frechet_distance": frechet_distance(features.mean(axis=0), np.cov(features, rowvar=False),
-                                                     self.mean, self.cov_sqrt),
-                "classifier_score": float(np.exp(kl.mean())), "shares": shares,
-                "top_class": int(shares.argmax()), "top_share": float(shares.max()), "mix_kl": mix_kl(shares)}
-
-    def rate(self, generator, noise):
-        return self(generator(noise, training=False))
-
-
-def quality_noise(seed, random_dim, count):
-    """The noise the scores are drawn from: fixed for a seed, apart from the grids' stream."""
-    return np.random.default_rng((seed, 1)).normal(0, 1, size=(count, random_dim)).astype(np.float32)
-
-
-def describe_quality(scores):
-    return (f"FD {scores['frechet_distance']:.2f}  score {scores['classifier_score']:.2f}  "
-            f"most common: {scores['top_class']}s {scores['top_share']:.0%}  mix KL {scores['mix_kl']:.3f}")
-
-
-def quality_row(epoch, scores):
-    return [epoch, round(scores["frechet_distance"], 4), round(scores["classifier_score"], 4),
-            scores["top_class"], round(scores["top_share"], 4)] + [round(float(x), 4) for x in scores["shares"]] + \
-        [round(scores["mix_kl"], 4)]
-
-
-QUALITY_COLUMNS = ["epoch", "frechet_distance", "classifier_score", "top_class", "top_share"] + \
-    [f"share_{digit}" for digit in range(10)] + ["mix_kl"]
-
-
-def with_mix_kl(row):
-    """A quality row of a checkpoint written before the mix KL existed, completed from its shares."""
-    return row if len(row) == len(QUALITY_COLUMNS) else row + [round(mix_kl(row[5:15]), 4)]
-
-
-def plot_quality(quality, real, path):
-    """Frechet distance, classifier score, the largest class share and the mix KL against the
-    epoch; the dashed lines are what real held-out digits score."""
-    rows = np.array(quality, dtype=np.float64)
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    for ax, column, title in zip(axes, (1, 2, 4, 15), ("Frechet distance (lower is better)",
-                                                       "classifier score (1 to 10, higher is better)",
-                                                       "share of the most common digit",
-                                                       "mix KL from MNIST's classes (lower is better)")):
-        ax.plot(rows[:, 0], rows[:, column], marker="o", markersize=3)
-        if real:
-            ax.axhline(real[QUALITY_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-    axes[0].set_yscale("log")
-    axes[0].legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-# ------------------------------------------------------------------- saved generators and grids
+# ---------------------------------------------------------------------------- saved generators
 def load_generator(path):
     """A generator.keras: one noise vector in, 784 pixels out."""
     advice = "pass the generator.keras that a training run wrote to its --out-dir"
@@ -1294,67 +1314,33 @@ def generate(args):
     folder = os.path.dirname(out) or "."
     try:
         os.makedirs(folder, exist_ok=True)
-        print(f"Wrote {plot_generated_images(generator, noise, out)}")
     except OSError as e:
         raise UsageError(f"cannot write to folder {folder} ({e.strerror}): pick another --out") from None
-    except WriteFailed as e:
-        raise UsageError(f"{e}: pick another --out") from None
-
-
-def grid_digits(path):
-    """The 100 digits of a 10x10 grid PNG drawn like plot_generated_images (ours, or the origin
-    repository's) as (100, 784) in [-1, 1]: each is cut from its cell as a box of 28 x (pixels
-    per digit pixel, the commonest run of equal pixels along inked rows) centred on the ink's
-    centre of mass, as MNIST centres its digits, and shrunk to 28x28; white -1, black +1."""
-    readable_file(path, "image", "pass a PNG of a 10x10 grid of digits")
     try:
-        ink = 255 - np.asarray(Image.open(path).convert("L"), np.float32)
-    except Exception as e:
-        raise UsageError(f"cannot read an image from {path} ({type(e).__name__})") from None
-    height, width = ink.shape
-    if min(height, width) < 280 or not 0.8 <= width / height <= 1.25:
-        raise UsageError(f"{path} is {width}x{height} pixels, not a 10x10 grid of digits (about square, "
-                         "at least 280 pixels a side): pass a grid that gan_mnist.py or the 2017 code drew")
-    cell = height // 10
-    runs = [np.diff(np.flatnonzero(np.diff(row))) for row in ink if (row > 55).sum() >= 5]
-    runs = [r for r in runs if len(r)]
-    side = 28 * int(np.bincount(np.concatenate(runs or [[1]]).astype(int)).argmax())
-    padded = np.pad(ink, side)
-    digits = []
-    for r in range(10):
-        for c in range(10):
-            box = ink[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
-            y, x = (np.indices(box.shape) * box).reshape(2, -1).sum(1) / max(box.sum(), 1)
-            top, left = int(round(r * cell + y - side / 2)) + side, int(round(c * cell + x - side / 2)) + side
-            crop = Image.fromarray(padded[top:top + side, left:left + side].astype(np.uint8))
-            digits.append(np.asarray(crop.resize((28, 28), Image.BILINEAR), np.float32) / 127.5 - 1)
-    return np.stack(digits).reshape(100, 784)
+        print(f"Wrote {plot_generated_images(generator, noise, out)}")
+    except WriteFailed as e:
+        raise WriteFailed(f"{e}: free some space or pick another --out") from None
 
 
 def score_file(args):
-    """--score: the quality of a saved generator, or of the 100 digits of a grid PNG, beside real
-    digits'."""
-    scorer = DigitScorer(args.classifier)
+    """--score: the scores of a saved generator, beside real digits'."""
     if args.score.lower().endswith(".png"):
-        digits = grid_digits(args.score)
-        real = load_mnist_data("subset", limit=100)[0]
-        with tempfile.TemporaryDirectory() as folder:  # real digits, drawn and cut out the same way
-            real_grid = plot_generated_images(lambda noise, training: real, real, os.path.join(folder, "real.png"))
-            print(f"100 real digits drawn as a grid and cut out again: {describe_quality(scorer(grid_digits(real_grid)))}")
-        print(f"{args.score} (its 100 digits): {describe_quality(scorer(digits))}")
-        return
+        raise UsageError(f"--score takes a generator.keras; to score the digits of a grid picture, run "
+                         f"python data/score_grid.py {shlex.quote(args.score)}")
+    if not args.score_digits:
+        raise UsageError("--score-digits 0 scores no digits: pass 100 or more with --score")
+    scorer = DigitScorer(args.classifier)
     generator = load_generator(args.score)
-    count = args.score_digits or SCORE_DIGITS
+    count = args.score_digits
     real = scorer.real
     print(f"Real held-out MNIST digits (the top of the scale): FD {real['frechet_distance']:.2f}  "
           f"score {real['classifier_score']:.2f}  most common digit {real['top_share']:.0%}  mix KL {real['mix_kl']:.3f}")
-    scores = scorer.rate(generator, quality_noise(args.seed, generator.inputs[0].shape[-1], count))
-    print(f"{args.score} ({count} digits, seed {args.seed}): {describe_quality(scores)}")
+    scores = scorer.rate(generator, score_noise(args.seed, generator.inputs[0].shape[-1], count))
+    print(f"{args.score} ({count} digits, seed {args.seed}): {describe_scores(scores)}")
     print("class shares: " + "  ".join(f"{d}: {x:.1%}" for d, x in enumerate(scores["shares"])))
 
 
-# ------------------------------------------------------------------------------------ the command line
-# What each setting must be: (argument, its constant, type, test, the rule in words)
+# ---------------------------------------------------------------------------- the command line
 RULES = [("epochs", "EPOCHS", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("batch_size", "BATCH_SIZE", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("sample_every", "SAMPLE_EVERY", int, lambda v: v >= 1, "a whole number of 1 or more"),
@@ -1377,21 +1363,29 @@ RULES = [("epochs", "EPOCHS", int, lambda v: v >= 1, "a whole number of 1 or mor
          ("classifier", "CLASSIFIER", str, lambda v: bool(v), "a file path")]
 
 
-def check_setting(parser, name, constant, kind, test, rule, value):
+def check_setting(argv, name, constant, kind, test, rule, value):
     flag = "--" + name.replace("_", "-")
     if value is None and name == "limit":
         return
     of_type = type(value) is kind or (kind is float and type(value) is int)
     if not of_type:  # flags are parsed to their type: a wrong type comes from an edited constant
-        parser.error(f"{constant} at the top of gan_mnist.py must be {rule}, not {value!r}")
+        raise UsageError(f"{constant} at the top of gan_mnist.py must be {rule}, not {value!r}")
     if not test(value):
-        where = flag if any(a.split("=")[0] == flag for a in parser.argv) else \
-            f"{constant} at the top of gan_mnist.py"
-        parser.error(f"{where} must be {rule}, not {value!r}")
+        where = (flag if any(a.split("=")[0] == flag for a in argv) else
+                 f"{constant} at the top of gan_mnist.py")
+        raise UsageError(f"{where} must be {rule}, not {value!r}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals (an unknown flag, a word for a number) are UsageErrors:
+    one line and exit code 2 through main(), as every other bad input."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (python gan_mnist.py --help lists the flags)")
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description="Train the Keras MNIST GAN tutorial's model.",
+    p = ArgumentParser(description="Train the Keras MNIST GAN tutorial's model.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training digits")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="real digits per step")
@@ -1417,30 +1411,29 @@ def get_args(argv=None):
     p.add_argument("--generate", metavar="PATH.keras",
                    help="only draw a grid from a saved generator (no training)")
     p.add_argument("--out", help="with --generate: the PNG to write [generated.png beside the model]")
-    p.add_argument("--score", metavar="PATH",
-                   help="only print the quality score of a saved generator (.keras) or of the 100 "
-                   "digits of a grid image (.png), no training")
-    p.argv = sys.argv[1:] if argv is None else list(argv)
-    args = p.parse_args(p.argv)
+    p.add_argument("--score", metavar="PATH.keras",
+                   help="only print the scores of a saved generator (no training)")
+    script, argv = (sys.argv[0], sys.argv[1:]) if argv is None else (os.path.relpath(__file__), list(argv))
+    args = p.parse_args(argv)
     args.random_dim, args.learning_rate, args.beta_1 = RANDOM_DIM, LEARNING_RATE, BETA_1
     args.real_label, args.fixed_noise = REAL_LABEL, FIXED_NOISE
     for rule in RULES:
-        check_setting(p, *rule, getattr(args, rule[0]))
+        check_setting(argv, *rule, getattr(args, rule[0]))
     if BACKEND not in ("tensorflow", "jax"):
-        p.error(f"KERAS_BACKEND={BACKEND} is not supported here: use tensorflow (the default) or jax")
-    args.argv, args.script = p.argv, sys.argv[0] if argv is None else os.path.relpath(__file__)
+        raise UsageError(f"KERAS_BACKEND={BACKEND} is not supported here: use tensorflow (the default) or jax")
+    args.argv, args.script = argv, script
     return args
 
 
 def data_name(source, limit):
     """What {data} in OUT_DIR and CHECKPOINT_DIR stands for: mnist, subset, a file or folder name,
     with -first<N> for --limit N: one folder per training set, never two sets' files in one."""
-    name = source if source in ("mnist", "subset") else \
-        os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    name = (source if source in ("mnist", "subset") else
+            os.path.splitext(os.path.basename(os.path.normpath(source)))[0])
     return f"{name}-first{limit}" if limit else name
 
 
-def prepare(args, stop):
+def set_up_run(args, stop):
     """Everything a training run checks before it builds a model or makes a folder: the
     classifier, the data, the batch size, the folders and, with --resume, the checkpoint."""
     scorer = DigitScorer(args.classifier) if args.score_digits else None
@@ -1471,25 +1464,25 @@ def prepare(args, stop):
 
 
 def main(argv=None):
-    """Every way the script ends, in one place: 0 done, 1 the run failed, 2 bad input, 130 stopped."""
-    args = get_args(argv)  # a bad flag or constant: argparse's usage and one line, exit code 2
-    training = not (args.generate or args.score)
-    with StopSignal("Stopped before training started; nothing was saved. Run the command again to start."
-                    if training else "Stopped; nothing was written.") as stop:
+    """Every way the script ends, in one place: 0 done, 1 the run failed (a write, divergence),
+    2 bad input (a flag, a constant, a file), 130 stopped."""
+    with StopSignal("Stopped; nothing was written.") as stop:
         try:
+            args = get_args(argv)
             if args.generate:
                 generate(args)
             elif args.score:
                 score_file(args)
             else:
-                x_train, run = prepare(args, stop)
+                stop.message = "Stopped before training started; nothing was saved. Run the command again to start."
+                x_train, run = set_up_run(args, stop)
                 with run:
                     train(x_train, run, args)
             return 0
         except UsageError as e:
             print(f"gan_mnist.py: error: {e}", file=sys.stderr)
             return 2
-        except RunFailed as e:
+        except (RunFailed, WriteFailed) as e:
             print(f"gan_mnist.py: stopped: {e}", file=sys.stderr)
             return 1
         except Stopped as e:

@@ -70,7 +70,7 @@ def main(folder):
     real = gan_mnist.DigitScorer(OUT)(x_test[1::2][:2000])  # the scale, scored as generated digits are
     arrays.update({f"real_{k}": real[k] for k in ("frechet_distance", "classifier_score", "top_share")})
     np.savez_compressed(OUT, **arrays)
-    print(f"2,000 real held-out digits: {gan_mnist.describe_quality(real)}")
+    print(f"2,000 real held-out digits: {gan_mnist.describe_scores(real)}")
     print(f"wrote {OUT} ({os.path.getsize(OUT) / 1e3:.0f} kB)")
 
 

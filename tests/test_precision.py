@@ -59,4 +59,4 @@ def test_the_bfloat16_advice_follows_the_measurements(monkeypatch, tmp_path):
         (tmp_path / "cpuinfo").write_text(f"vendor_id\t: {vendor}\nflags\t\t: fpu {flags}\n")
         monkeypatch.setattr(gan_mnist, "open", this_cpuinfo, raising=False)
         note = gan_mnist.precision_note("bfloat16")
-        assert (note is not None and "measured 1.8x slower" in note) == slower, (vendor, flags, note)
+        assert (note is not None and "measured slower" in note and "samples/README.md" in note) == slower, (vendor, flags, note)

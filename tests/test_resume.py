@@ -25,9 +25,9 @@ def test_stopped_then_resumed_equals_uninterrupted(main, run, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from" in resumed.stdout and "after epoch 1" in resumed.stdout
     assert losses(tmp_path / "out") == losses(tmp_path / "full") and len(losses(tmp_path / "out")) == 3
-    quality = (tmp_path / "out" / "quality.csv").read_text()
-    assert [row.split(",")[0] for row in quality.splitlines()] == ["epoch", "1", "3"]
-    assert quality == (tmp_path / "full" / "quality.csv").read_text()
+    scores = (tmp_path / "out" / "scores.csv").read_text()
+    assert [row.split(",")[0] for row in scores.splitlines()] == ["epoch", "1", "3"]
+    assert scores == (tmp_path / "full" / "scores.csv").read_text()
     # every variable: both networks, the EMA copy, optimizer slots, random states
     assert same_arrays(checkpoint_arrays(tmp_path / "ck" / "checkpoint.npz"),
                        checkpoint_arrays(tmp_path / "full_ck" / "checkpoint.npz"))
@@ -139,8 +139,8 @@ def test_resume_of_a_finished_run_writes_its_missing_files(main, tmp_path, capsy
     assert main("--epochs", "2", *TINY) == 0
     out = tmp_path / "out"
     model = generator_weights(out / "generator.keras")
-    kept = {n: (out / n).read_bytes() for n in ("losses.csv", "quality.csv")}
-    for name in ("generator.keras", "losses.csv", "gan_loss.png", "progress.gif", "quality.csv", "quality.png"):
+    kept = {n: (out / n).read_bytes() for n in ("losses.csv", "scores.csv")}
+    for name in ("generator.keras", "losses.csv", "gan_loss.png", "progress.gif", "scores.csv", "scores.png"):
         (out / name).unlink()
     capsys.readouterr()
     assert main("--epochs", "2", *TINY, "--resume") == 0
@@ -149,7 +149,7 @@ def test_resume_of_a_finished_run_writes_its_missing_files(main, tmp_path, capsy
     assert same_arrays(generator_weights(out / "generator.keras"), model)
     for name, data in kept.items():
         assert (out / name).read_bytes() == data
-    assert (out / "progress.gif").exists() and (out / "gan_loss.png").exists() and (out / "quality.png").exists()
+    assert (out / "progress.gif").exists() and (out / "gan_loss.png").exists() and (out / "scores.png").exists()
 
 
 def test_resume_into_another_folder_says_what_it_lacks(main, tmp_path, capsys):

@@ -24,7 +24,7 @@ def test_smoke_one_tiny_epoch(run, tmp_path):
     assert (grey > 250).mean() > 0.05, "no white background between the 100 digits"
     [(epoch, d_loss, g_loss)] = losses(out)
     assert epoch == "1" and 0 < float(d_loss) < 5 and 0 < float(g_loss) < 10
-    for name in ("gan_loss.png", "progress.gif", "generator.keras", "quality.csv", "quality.png"):
+    for name in ("gan_loss.png", "progress.gif", "generator.keras", "scores.csv", "scores.png"):
         assert (out / name).stat().st_size > 100, name
     assert (tmp_path / "ck" / "checkpoint.npz").exists()
     assert "Epoch 1/1: d_loss" in result.stdout and "| FD " in result.stdout
@@ -111,11 +111,11 @@ def test_ema_leaves_training_alone_and_decay_0_samples_the_raw_generator(main, t
 
 
 def test_the_helper_scripts_use_names_the_script_has():
-    """data/make_digit_classifier.py and tests/benchmark.py call into gan_mnist.py: a rename there
+    """data/make_digit_classifier.py, data/score_grid.py and tests/benchmark.py call into gan_mnist.py: a rename there
     must not leave them broken."""
     import re
     from conftest import ROOT
-    for path in ("data/make_digit_classifier.py", "tests/benchmark.py"):
+    for path in ("data/make_digit_classifier.py", "data/score_grid.py", "tests/benchmark.py"):
         with open(os.path.join(ROOT, path)) as f:
             names = set(re.findall(r"gan_mnist\.([A-Za-z_]\w*)", f.read())) - {"py"}
         assert names and not [n for n in names if not hasattr(gan_mnist, n)], (path, names)

@@ -69,7 +69,7 @@ def test_stddev_run_resume_refusal_scores_and_generate(main, tmp_path, capsys):
     assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir", str(tmp_path / "d"),
                 "--checkpoint-dir", str(tmp_path / "d_ck")) == 0
     assert losses(tmp_path / "d")[0] != losses(tmp_path / "a")[0]
-    with open(tmp_path / "a" / "quality.csv") as f:
+    with open(tmp_path / "a" / "scores.csv") as f:
         rows = f.read().splitlines()
     assert rows[0].endswith("mix_kl") and [r.split(",")[0] for r in rows[1:]] == ["1", "3"]
     # the generator is the tutorial's, whatever judged it: --generate draws the last grid again

@@ -1,13 +1,15 @@
-"""The quality score: the bundled digit classifier, its numbers, quality.csv/png, --score."""
+"""The scores: the bundled digit classifier, its numbers, scores.csv/png, --score, and
+data/score_grid.py, which scores a grid picture."""
 import csv
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
 import gan_mnist
-from conftest import TINY, edit_checkpoint_meta
+from conftest import ROOT, TINY, edit_checkpoint_meta
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +17,8 @@ def scorer():
     return gan_mnist.DigitScorer(gan_mnist.CLASSIFIER)
 
 
-def quality(out_dir):
-    with open(os.path.join(out_dir, "quality.csv")) as f:
+def scores(out_dir):
+    with open(os.path.join(out_dir, "scores.csv")) as f:
         return list(csv.DictReader(f))
 
 
@@ -49,7 +51,7 @@ def test_real_digits_beat_noise_blank_and_shuffled_digits(scorer):
 def test_a_young_generator_scores_in_between(main, tmp_path, scorer):
     """Raw generator after 14 epochs of the subset: digit-like strokes, not yet digits."""
     assert main("--epochs", "14", "--sample-every", "7", "--data", "subset", "--ema-decay", "0") == 0
-    rows = quality(tmp_path / "out")
+    rows = scores(tmp_path / "out")
     assert [row["epoch"] for row in rows] == ["1", "7", "14"]
     first, last = rows[0], rows[-1]
     assert float(last["frechet_distance"]) < float(first["frechet_distance"]) - 50
@@ -63,30 +65,33 @@ def test_a_young_generator_scores_in_between(main, tmp_path, scorer):
 @pytest.mark.backends
 def test_scores_are_deterministic_and_score_flag_repeats_the_runs_last(main, tmp_path, scorer, capsys):
     assert main("--epochs", "2", "--sample-every", "1000", *TINY) == 0
-    rows = quality(tmp_path / "out")
+    rows = scores(tmp_path / "out")
     assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert list(rows[0]) == gan_mnist.QUALITY_COLUMNS
+    assert list(rows[0]) == gan_mnist.SCORE_COLUMNS
     for row in rows:
         assert sum(float(row[f"share_{d}"]) for d in range(10)) == pytest.approx(1.0, abs=1e-3)
     generator = gan_mnist.load_generator(str(tmp_path / "out" / "generator.keras"))
-    noise = gan_mnist.quality_noise(10, 100, 200)  # TINY scores 200 digits
+    noise = gan_mnist.score_noise(10, 100, 200)  # TINY scores 200 digits
     a, b = (scorer.rate(generator, noise) for _ in range(2))
     assert a["frechet_distance"] == b["frechet_distance"] and np.array_equal(a["shares"], b["shares"])
-    assert gan_mnist.quality_row(2, a)[1:] == [float(v) if "." in v else int(v) for v in list(rows[-1].values())[1:]]
+    assert gan_mnist.score_row(2, a)[1:] == [float(v) if "." in v else int(v) for v in list(rows[-1].values())[1:]]
     capsys.readouterr()
     assert main("--score", str(tmp_path / "out" / "generator.keras"), "--score-digits", "200") == 0
     out = capsys.readouterr().out
     assert "Real held-out MNIST digits (the top of the scale): FD 2." in out
     assert f"FD {a['frechet_distance']:.2f}  score {a['classifier_score']:.2f}" in out
-    assert (tmp_path / "out" / "quality.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "scores.png").stat().st_size > 10_000
     with np.load(tmp_path / "ck" / "checkpoint.npz") as f:
-        assert len(json.loads(str(f["meta"]))["quality"]) == 2
+        assert len(json.loads(str(f["meta"]))["scores"]) == 2
 
 
 def test_no_scores_with_score_digits_0(main, tmp_path, capsys):
+    """0 means no scores, in training and for --score alike: there it is refused."""
     assert main("--epochs", "1", *TINY, "--score-digits", "0") == 0
-    assert not (tmp_path / "out" / "quality.csv").exists()
+    assert not (tmp_path / "out" / "scores.csv").exists()
     assert "FD" not in capsys.readouterr().out
+    assert main("--score", str(tmp_path / "out" / "generator.keras"), "--score-digits", "0") == 2
+    assert "--score-digits 0 scores no digits: pass 100 or more with --score" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "not_npz", "other_input_size"])
@@ -111,22 +116,33 @@ def test_bad_classifier_file_exits_2(main, tmp_path, capsys, damage):
     assert not (tmp_path / "out").exists()
 
 
+sys.path.insert(0, os.path.join(ROOT, "data"))
+import score_grid  # noqa: E402  (data/score_grid.py, the measuring script)
+
+
+def grid_score(*argv):
+    return score_grid.main([str(a) for a in argv])
+
+
 def test_score_a_grid_png(main, tmp_path, scorer, capsys):
-    """--score PATH.png scores the 100 digits of a grid image, as drawn by plot_generated_images."""
+    """data/score_grid.py scores the 100 digits of a grid image, as drawn by plot_generated_images;
+    --score takes generators only, and says where grids are scored."""
     x_train, _ = gan_mnist.load_mnist_data("subset", limit=100)
     real = gan_mnist.plot_generated_images(lambda noise, training: x_train, x_train, str(tmp_path / "real.png"))
-    cut = gan_mnist.grid_digits(real)
+    cut = score_grid.grid_digits(real)
     assert cut.shape == (100, 784) and cut.min() >= -1 and cut.max() <= 1
     assert np.abs(cut - x_train).mean() < 0.15  # cut out where they were drawn
     noise = np.random.default_rng(0).uniform(-1, 1, (100, 784)).astype(np.float32)
     gan_mnist.plot_generated_images(lambda noise_, training: noise, noise, str(tmp_path / "noise.png"))
-    assert main("--score", str(tmp_path / "noise.png")) == 0
+    assert grid_score(tmp_path / "noise.png") == 0
     out = capsys.readouterr().out.splitlines()
     real_fd, noise_fd = (float(line.split("FD ")[1].split()[0]) for line in out)
     assert real_fd < 20 and noise_fd > 200
     (tmp_path / "bad.png").write_text("not an image")
-    assert main("--score", str(tmp_path / "bad.png")) == 2
+    assert grid_score(tmp_path / "bad.png") == 2
     assert "cannot read an image from" in capsys.readouterr().err
+    assert main("--score", str(tmp_path / "noise.png")) == 2
+    assert f"run python data/score_grid.py {tmp_path / 'noise.png'}" in capsys.readouterr().err
 
 
 def classifier_with(tmp_path, **changes):
@@ -166,14 +182,14 @@ def test_score_of_an_image_that_is_not_a_grid(main, tmp_path, capsys, size):
     from PIL import Image
     path = tmp_path / "picture.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, size[::-1], dtype=np.uint8)).save(path)
-    assert main("--score", str(path)) == 2
+    assert grid_score(path) == 2
     captured = capsys.readouterr()
     assert f"{path} is {size[0]}x{size[1]} pixels, not a 10x10 grid of digits" in captured.err
     assert captured.out == ""  # not even the real digits' line
 
 
 def test_the_mix_kl_sums_up_the_class_shares(main, tmp_path, scorer, capsys):
-    """0 for MNIST's own mix, small for real digits, large for one class only; in quality.csv,
+    """0 for MNIST's own mix, small for real digits, large for one class only; in scores.csv,
     on the epoch line, and completed for a checkpoint made before it existed."""
     assert gan_mnist.mix_kl(gan_mnist.MNIST_CLASS_SHARES) == pytest.approx(0, abs=1e-12)
     x_train, _ = gan_mnist.load_mnist_data("subset")
@@ -181,14 +197,14 @@ def test_the_mix_kl_sums_up_the_class_shares(main, tmp_path, scorer, capsys):
     one_class = np.eye(10)[1]
     assert gan_mnist.mix_kl(one_class) == pytest.approx(np.log(1 / gan_mnist.MNIST_CLASS_SHARES[1]))
     assert main("--epochs", "2", "--sample-every", "1", *TINY) == 0
-    rows = quality(tmp_path / "out")
+    rows = scores(tmp_path / "out")
     for row in rows:
         shares = [float(row[f"share_{d}"]) for d in range(10)]
         assert float(row["mix_kl"]) == pytest.approx(gan_mnist.mix_kl(shares), abs=2e-3)
     assert f"mix KL {float(rows[-1]['mix_kl']):.3f}" in capsys.readouterr().out
-    # a checkpoint of an earlier version: quality rows without the mix KL, resumed to epoch 3
+    # a checkpoint of an earlier version: its rows under "quality" and without the mix KL, resumed
     edit_checkpoint_meta(tmp_path / "ck" / "checkpoint.npz",
-                         lambda meta: meta.update(quality=[row[:-1] for row in meta["quality"]]))
+                         lambda meta: meta.update(quality=[row[:-1] for row in meta.pop("scores")]))
     assert main("--epochs", "3", "--sample-every", "1", *TINY, "--resume") == 0
-    again = quality(tmp_path / "out")
+    again = scores(tmp_path / "out")
     assert [row["mix_kl"] for row in again[:2]] == [row["mix_kl"] for row in rows] and len(again) == 3
