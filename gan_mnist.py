@@ -14,18 +14,22 @@ below the banner, which is not in the tutorial.
     python gan_mnist.py --generate samples/mnist/generator.keras --out digits.png
     KERAS_BACKEND=jax python gan_mnist.py
 """
+# %% The control panel: the imports and the constants to edit
 import argparse
+import builtins
 import contextlib
 import csv
 import errno
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import os
 import re
 import shlex
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +38,7 @@ import zlib
 # ---- data
 DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset offline; "mnist"; "subset"; an .npz or idx folder
 LIMIT = None  # train on the first LIMIT digits only (quick tries); None = all of them
-HERE = os.path.dirname(os.path.realpath(__file__))  # the script's folder, also when run through a link
+HERE = os.path.dirname(os.path.realpath(globals().get("__file__", "gan_mnist.py")))  # also through a link, or in cells
 SUBSET_PATH = os.path.join(HERE, "data", "mnist_5k.npz")
 # ---- model
 RANDOM_DIM = 100  # length of the generator's input noise vector (tutorial: 100)
@@ -58,61 +62,102 @@ OUT_DIR = "samples/{data}"  # grids, losses, scores, GIF, generator.keras; {data
 CHECKPOINT_DIR = "checkpoints/{data}"  # checkpoint.npz, rewritten after every epoch, for --resume
 
 
-# =================================================================================================
-# Start-up: the backend, and the libraries loaded without TensorFlow's start-up notices
-# =================================================================================================
+# %% Start-up: the backend Keras will pick, checked before it loads; the libraries, loaded quietly
 def stop_while_starting(*_):
     """Ctrl-C or SIGTERM while the libraries load: stop at once, quietly (StopSignal takes over in main)."""
     print("Stopped while starting; nothing was written.", flush=True)
     os._exit(130)
 
 
-if __name__ == "__main__":
+def keras_backend():
+    """(backend, trouble): the backend as Keras picks it (KERAS_BACKEND, else keras.json's, else
+    TensorFlow), and a sentence if Keras cannot start on it here (None if it can)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join("~" if os.access(os.path.expanduser("~"), os.W_OK)
+                                                        else "/tmp", ".keras")
+    path, config, names = os.path.expanduser(os.path.join(home, "keras.json")), {}, {"tensorflow": "TensorFlow",
+                                                                                      "jax": "JAX"}
+    with contextlib.suppress(OSError, ValueError, TypeError):  # Keras ignores a keras.json it cannot parse
+        with open(path) as f:
+            config = dict(json.load(f))
+    for key, allowed in (("floatx", ("float16", "float32", "float64")),
+                         ("image_data_format", ("channels_last", "channels_first"))):
+        if config.get(key, allowed[0]) not in allowed:
+            return None, f"{path} sets {key} to {config[key]!r}, which Keras refuses: use {' or '.join(allowed)}"
+    backend, where = ((os.environ["KERAS_BACKEND"], "KERAS_BACKEND") if os.environ.get("KERAS_BACKEND") else
+                      (config.get("backend", "tensorflow"), path if "backend" in config else "the default"))
+    def installed(name):
+        with contextlib.suppress(ImportError, ValueError):  # a finder may say "not installed" so
+            return importlib.util.find_spec(name) is not None
+    backend, there = str(backend).lower(), [b for b in names if installed(b)]
+    use = f"run KERAS_BACKEND={there[0]} python gan_mnist.py" if there and there[0] != backend else "pip install tensorflow"
+    if backend not in names:
+        return None, (f"Keras' backend here is {backend!r} ({where}), which this script does not support: "
+                      f"it runs on tensorflow or jax; {use}")
+    if backend not in there:
+        return None, (f"Keras' backend here is {backend} ({where}), but {names[backend]} is not installed; {use}"
+                      + (f" ({names[there[0]]} is installed)" if there else ""))
+    return backend, None
+
+
+BACKEND, BACKEND_TROUBLE = keras_backend()
+if BACKEND_TROUBLE and __name__ != "__main__":
+    raise ImportError(BACKEND_TROUBLE)
+if BACKEND_TROUBLE:  # one line and exit code 2, before Keras can print a traceback
+    print(f"gan_mnist.py: error: {BACKEND_TROUBLE}", file=sys.stderr)
+    sys.exit(2)
+os.environ["KERAS_BACKEND"] = BACKEND  # what Keras picks anyway; said, for the processes it starts
+IN_IPYTHON = hasattr(builtins, "__IPYTHON__")  # %run in Jupyter, Colab or IPython, which handle Ctrl-C
+IN_NOTEBOOK = IN_IPYTHON and "ipykernel" in sys.modules  # a kernel: a bar there, grids shown inline
+if __name__ == "__main__" and not IN_IPYTHON:
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, stop_while_starting)
     sys.stdout.reconfigure(line_buffering=True)  # each epoch's line reaches a pipe or log file at once
-
-BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the tutorial's; "jax" works too
 QUIET_START = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # set it (to 0) to see every start-up line
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up messages
-STARTUP_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit", "cuda_platform",
-                 "cudart_stub", "Unable to register cu", "computation_placer", "TF-TRT Warning",
-                 "cpu_feature_guard", "rebuild TensorFlow with the appropriate compiler flags")
+# TensorFlow's notices on a machine without a GPU, which read like failures. A filter process holds
+# back these lines only (never a fatal "F" line) and passes every other line at once, so what a
+# crash while loading prints still reaches the user.
+STARTUP_NOISE = ("All log messages before absl::InitializeLog", "oneDNN custom operations", "cuda drivers",
+                 "cuInit", "cuda_platform", "cudart_stub", "Unable to register cu", "computation_placer", "TF-TRT")
+NOTICE_FILTER = ("import sys\nfor line in sys.stdin.buffer:\n    if line[:1] == b'F' or not any(n.encode() in line "
+                 "for n in sys.argv[1:]):\n        sys.stderr.buffer.write(line)\n        sys.stderr.buffer.flush()")
 
 
 @contextlib.contextmanager
 def quiet_start_up():
-    """Hold back TensorFlow's native start-up notices (no CUDA on a CPU machine, oneDNN's note),
-    which read like failures; pass on every other line written to stderr while the libraries load."""
+    """Send what is written to stderr while the libraries load through the notice filter."""
     if not QUIET_START:
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            for line in held.read().decode(errors="replace").splitlines(keepends=True):
-                if not any(notice in line for notice in STARTUP_NOISE):
-                    sys.stderr.write(line)
+    notices = subprocess.Popen([sys.executable, "-S", "-E", "-c", NOTICE_FILTER, *STARTUP_NOISE],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=saved)
+    os.dup2(notices.stdin.fileno(), 2)
+    notices.stdin.close()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the filter reads the end of its input, and exits
+        os.close(saved)
+        notices.wait()
 
 
 with quiet_start_up():
     import matplotlib
     import numpy as np
 
-    matplotlib.use("Agg")  # draw to files only: no window needed (ssh, CI)
+    if not IN_IPYTHON:  # a notebook keeps its own backend; figures are closed before they show
+        matplotlib.use("Agg")  # draw to files only: no window needed (ssh, CI)
     import keras
     import matplotlib.pyplot as plt
     from keras import initializers, layers
-    from PIL import Image  # installed with matplotlib
-    from tqdm import tqdm
+    from PIL import Image, PngImagePlugin  # installed with matplotlib
+    if IN_NOTEBOOK and importlib.util.find_spec("ipywidgets"):
+        from tqdm.notebook import tqdm  # the notebook's own bar, a widget
+    else:
+        from tqdm import tqdm
 
     if BACKEND == "tensorflow":
         import tensorflow as tf
@@ -122,8 +167,7 @@ with quiet_start_up():
 
 
 # =================================================================================================
-# The tutorial
-# =================================================================================================
+# %% The tutorial, 1: load MNIST, scale it to [-1, 1], flatten it
 def load_mnist_data(data, limit=None):
     """The tutorial's load_minst_data (typo fixed): the training digits as (N, 784) rows in [-1, 1],
     and the source used: "mnist" (also for a file or folder holding exactly MNIST's training
@@ -145,6 +189,7 @@ def load_mnist_data(data, limit=None):
     return x_train.reshape(len(x_train), 784), source
 
 
+# %% The tutorial, 2: the optimizer, Adam(0.0002, 0.5)
 def get_optimizer(learning_rate, beta_1):
     """Adam as in the tutorial. Keras 3 wants a fresh one per compiled model. On TensorFlow the
     same update runs in TensorFlow's fused kernel."""
@@ -152,6 +197,7 @@ def get_optimizer(learning_rate, beta_1):
     return adam(learning_rate=learning_rate, beta_1=beta_1)
 
 
+# %% The tutorial, 3: the generator
 def get_generator(random_dim):
     generator = keras.Sequential(name="generator")
     generator.add(keras.Input(shape=(random_dim,)))
@@ -165,6 +211,7 @@ def get_generator(random_dim):
     return generator  # never trained on its own, so (unlike the tutorial) not compiled
 
 
+# %% The tutorial, 4: the discriminator
 def get_discriminator(optimizer, minibatch_stddev=0):
     discriminator = keras.Sequential(name="discriminator")
     discriminator.add(keras.Input(shape=(784,)))
@@ -185,6 +232,7 @@ def get_discriminator(optimizer, minibatch_stddev=0):
     return discriminator
 
 
+# %% The tutorial, 5: the combined model, its discriminator frozen
 def get_gan_network(discriminator, random_dim, generator, optimizer):
     """noise -> generator -> discriminator. The discriminator is frozen in this model: its steps
     (train_generator) update the generator's weights only. The tutorial froze it with
@@ -200,6 +248,7 @@ def get_gan_network(discriminator, random_dim, generator, optimizer):
     return gan
 
 
+# %% The tutorial, 6: one batch: the discriminator's step, then the generator's
 def train_discriminator(discriminator, image_batch, generated_images, real_label):
     """Train the discriminator on reals labelled `real_label` (one-sided label smoothing) and
     fakes labelled 0. Only the discriminator's weights change."""
@@ -253,6 +302,7 @@ def make_train_step(generator, discriminator, gan, x_train, batch_size, random_d
     return train_step
 
 
+# %% The tutorial, 7: the 10x10 grid of generated digits
 def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)):
     """The tutorial's 10x10 grid (1000x1000 pixels), written atomically to `path`."""
     generated_images = keras.ops.convert_to_numpy(generator(noise, training=False))
@@ -270,6 +320,7 @@ def plot_generated_images(generator, noise, path, dim=(10, 10), figsize=(10, 10)
     return save_atomically(path, lambda tmp: Image.open(png).convert("L").save(tmp, format="PNG"))  # extra
 
 
+# %% The tutorial, 8: the training loop
 def train(x_train, run, args):
     """Build the three models and train them as the tutorial does. `run` keeps what the tutorial
     printed or saved (losses, grids, scores, the checkpoint); it raises when the run must stop."""
@@ -290,7 +341,7 @@ def train(x_train, run, args):
 
     for e in range(start, args.epochs + 1):
         with tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False,
-                  disable=None) as bar:  # a bar on a terminal only; logs get the epoch lines
+                  disable=not (IN_NOTEBOOK or sys.stderr.isatty())) as bar:  # logs get the epoch lines
             for _ in bar:
                 d_loss, g_loss = (float(loss) for loss in train_step())
                 run.after_step(e, d_loss, g_loss)  # extra: a diverged loss or Ctrl-C ends the run here
@@ -302,6 +353,7 @@ def train(x_train, run, args):
     run.finish()  # extra: generator.keras
 
 
+# %% Not in the tutorial: the harness (run this cell before calling train or main)
 # =================================================================================================
 # NOT IN THE TUTORIAL. Everything below serves the code above and changes nothing it trains,
 # except the one opt-in extra, --minibatch-stddev. Each section uses only what stands above it.
@@ -317,8 +369,10 @@ class RunFailed(Exception):
     """The run could not go on (a write failed, training diverged): one line, exit code 1."""
 
 
-class Stopped(Exception):
-    """Ctrl-C or SIGTERM: main() prints the message and exits with code 130."""
+class Stopped(BaseException):
+    """Ctrl-C or SIGTERM: main() prints the message and exits with code 130. Like KeyboardInterrupt
+    it is no Exception, so no `except Exception` that guards a file read (here or in Keras) can
+    take a stop for a damaged file, or swallow it."""
 
 
 class WriteFailed(Exception):
@@ -364,14 +418,17 @@ def save_atomically(path, write):
     """Call write(tmp), flush tmp to disk, rename it over `path`, flush the folder (as databases
     do): after a crash or power cut `path` is the old file or the new one, never a part. The
     temporary's name is this process's own. A failure removes it and raises WriteFailed."""
+    path = os.path.realpath(path) if os.path.islink(path) else path  # a linked file stays linked
     tmp = temporary_name(path)
     try:
         write(tmp)
         fsync(tmp)
         os.replace(tmp, path)
-    except Exception as e:
+    except BaseException as e:  # a stop, too, leaves no temporary behind
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if not isinstance(e, Exception):
+            raise
         raise WriteFailed(f"cannot write {path} ({getattr(e, 'strerror', None) or e})") from None
     with contextlib.suppress(OSError):  # some systems cannot sync a folder; the rename is done
         fsync(os.path.dirname(path) or ".")
@@ -670,6 +727,11 @@ def is_full_mnist(x_train):
             and hashlib.sha256(header + x_train.tobytes()).hexdigest() == MNIST_SHA256)
 
 
+def fingerprint(array):
+    """A short digest of an array's bytes (the training digits): a resume on other data is refused."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()[:16]
+
+
 def read_digits(data):
     """The uint8 digits of --data subset, a folder of MNIST's idx files or an .npz, and its name."""
     if data == "subset":
@@ -740,6 +802,8 @@ class DigitScorer:
         fix = ("restore it with `git checkout -- data/digit_classifier.npz`, rebuild it with "
                "data/make_digit_classifier.py, or pass --score-digits 0 to train without scores")
         readable_file(path, "digit classifier", fix)
+        with open(path, "rb") as f:
+            self.fingerprint = hashlib.sha256(f.read()).hexdigest()[:16]
         self.model = get_digit_classifier()
         try:
             with np.load(path) as f:
@@ -839,6 +903,15 @@ def grid_path(out_dir, epoch):
     return os.path.join(out_dir, f"gan_generated_image_epoch_{epoch}.png")
 
 
+def show_in_notebook(*paths):
+    """In a Jupyter or Colab kernel, show the pictures below the cell as they are written."""
+    if IN_NOTEBOOK:
+        from IPython.display import Image as Picture, display
+        for path in paths:
+            if os.path.exists(path):
+                display(Picture(filename=path, width=min(Image.open(path).size[0], 500)))
+
+
 def plot_loss(history, path):
     """Both losses (means over each epoch's steps) against the epoch."""
     epochs, d_loss, g_loss = (np.array([row[i] for row in history]) for i in range(3))
@@ -907,6 +980,9 @@ class Checkpoint:
     states) and the run's history as JSON, rewritten after every epoch; what --resume continues."""
     KEYS = ("epoch", "config", "history", "scores", "grid_rng")
     OLDER = {"backend": "tensorflow", "minibatch_stddev": 0}  # what a checkpoint made before them had
+    UNRECORDED = ("digits_sha256", "score_digits", "classifier_sha256")  # not checked if a checkpoint lacks them
+    DIFFERENT = {"digits_sha256": "other training digits than these (the data changed)",
+                 "classifier_sha256": "another digit classifier (--classifier)"}
 
     def __init__(self, folder, config):
         self.path, self.config = os.path.join(folder, "checkpoint.npz"), config
@@ -930,14 +1006,17 @@ class Checkpoint:
             raise UsageError(f"checkpoint {self.path} is damaged ({type(e).__name__}): it cannot be "
                              "resumed; start again without --resume (that replaces it)") from None
         for key, value in self.config.items():
+            if key in self.UNRECORDED and key not in meta["config"]:
+                continue
             made = meta["config"].get(key, self.OLDER.get(key))  # older ones: TF, no stddev
             if made != value:
-                raise UsageError(f"checkpoint {self.path} was made with {key}={made!r}, not {value!r}: "
-                                 "resume with the same settings (KERAS_BACKEND too) or start without --resume")
+                what = self.DIFFERENT.get(key, f"{key}={made!r}, not {value!r}")
+                raise UsageError(f"checkpoint {self.path} was made with {what}: resume with the same "
+                                 "settings (KERAS_BACKEND too) or start without --resume")
         return meta, arrays
 
     def restore(self, variables, arrays):
-        if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+        if [(a.shape, a.dtype) for a in arrays] != [(tuple(v.shape), np.dtype(v.dtype)) for v in variables]:
             raise UsageError(f"checkpoint {self.path} does not fit these models: start without --resume")
         for variable, array in zip(variables, arrays):
             variable.assign(array)
@@ -992,6 +1071,23 @@ def remove_leftovers(folder):
                 removed.append(name)
     if removed:
         print(f"Removed {len(removed)} partial file(s) that a stopped run left in {folder}: {', '.join(removed)}")
+
+
+def lock_holder(folder):
+    """None when no gan_mnist.py run holds FOLDER's lock now; else " (process PID)" or ""."""
+    try:
+        import fcntl
+        fd = os.open(os.path.join(folder, ".lock"), os.O_RDONLY)
+    except (ImportError, OSError):  # no lock file (or no flock, on Windows): no run holds it
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a run holds it exclusively
+        return None
+    except OSError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return f" (process {pid})" if pid.isdigit() else ""
+    finally:
+        os.close(fd)
 
 
 class LockedFolders:
@@ -1126,14 +1222,15 @@ class Run:
     made, before a folder is created or a model built; `with run:` holds the folders, and turns a
     failed write into one line that says what the checkpoint still holds."""
 
-    def __init__(self, args, source, digits, scorer, stop):
+    def __init__(self, args, source, x_train, scorer, stop):
         self.args, self.scorer, self.stop = args, scorer, stop
-        self.config = {"batch_size": args.batch_size, "data": source, "digits": digits,
+        self.config = {"batch_size": args.batch_size, "data": source, "digits": len(x_train),
                        "random_dim": args.random_dim, "seed": args.seed,
                        "learning_rate": args.learning_rate, "beta_1": args.beta_1,
                        "real_label": args.real_label, "ema_decay": args.ema_decay,
                        "fixed_noise": args.fixed_noise, "precision": args.precision, "backend": BACKEND,
-                       "minibatch_stddev": args.minibatch_stddev}
+                       "minibatch_stddev": args.minibatch_stddev, "digits_sha256": fingerprint(x_train),
+                       "score_digits": args.score_digits, "classifier_sha256": scorer and scorer.fingerprint}
         self.outputs = OutputFiles(args.out_dir, args.epochs, args.sample_every)
         self.checkpoint = Checkpoint(args.checkpoint_dir, self.config)
         for path in [self.checkpoint.path] + [self.outputs.path(n) for n in OutputFiles.FILES]:
@@ -1170,6 +1267,7 @@ class Run:
             self.scores = [with_mix_kl(row) for row in meta["scores"]]
             self.grid_rng.bit_generator.state = meta["grid_rng"]
             self.saved_epoch = meta["epoch"]
+            self.outputs.epochs = max(self.outputs.epochs, self.saved_epoch)  # its last epoch had a grid
             print(f"Resuming from {self.checkpoint.path} after epoch {meta['epoch']}.")
             self.redraw_missing_grids()
         elif os.path.exists(self.checkpoint.path):
@@ -1219,6 +1317,8 @@ class Run:
                 line += f"  | {describe_scores(scores)}"
             self.outputs.write_plots(self.history, self.scores, self.real(), epoch)
         print(line)
+        if self.is_grid_epoch(epoch):
+            show_in_notebook(self.grid_path(epoch))
         self.checkpoint.save(self.arrays, {
             "epoch": epoch, "config": self.config, "history": self.history,
             "scores": self.scores, "grid_rng": self.grid_rng.bit_generator.state})
@@ -1256,10 +1356,11 @@ class Run:
                   "run's final files from it. Raise --epochs to train further.")
         print(f"Done: {len(self.outputs.grids(done))} grids, {', '.join(self.outputs.present())} in "
               f"{self.args.out_dir}/")
+        show_in_notebook(*(self.outputs.path(name) for name in ("gan_loss.png", "scores.png", "progress.gif")))
 
     def command(self, resume=True):
         argv = [a for a in self.args.argv if a != "--resume"] + (["--resume"] if resume else [])
-        return shlex.join(["python", self.args.script] + argv)
+        return f"{self.args.command} {shlex.join([self.args.script] + argv)}"
 
     def stopped_message(self, epoch):
         if self.saved_epoch == 0:
@@ -1304,11 +1405,43 @@ def load_generator(path):
     return generator
 
 
+GENERATED_MARK = "gan_mnist.py --generate"  # the PNG text that marks a grid --generate wrote
+
+
+def check_out(out, generator_path):
+    """--out never replaces an input or another run's file: refused are anything that is not a
+    regular file (a folder, a link, a device), the generator read, a file in a folder that a
+    training run holds, and any file but a PNG that --generate itself wrote (marked in its text)."""
+    if os.path.isdir(out) and not os.path.islink(out):
+        raise UsageError(f"--out {out} is a folder: pass the path of the PNG to write")
+    if not out.lower().endswith(".png"):
+        raise UsageError(f"--out {out} does not end in .png: pass the path of the PNG to write")
+    if os.path.islink(out) or (os.path.lexists(out) and not os.path.isfile(out)):
+        kind = "a symbolic link" if os.path.islink(out) else "not a regular file (a device or a pipe?)"
+        raise UsageError(f"--out {out} is {kind}: --generate writes only a new PNG or one it wrote before; "
+                         "pick another --out")
+    folder = os.path.dirname(out) or "."
+    holder = lock_holder(folder)
+    if holder is not None:
+        raise UsageError(f"--out {out} is in {folder}, which a gan_mnist.py run{holder} is using: pick another --out")
+    if not os.path.exists(out):
+        return
+    if os.path.exists(generator_path) and os.path.samefile(out, generator_path):
+        raise UsageError(f"--out {out} is the generator it reads: pick another --out")
+    try:
+        with Image.open(out) as image:
+            made_here = image.format == "PNG" and image.info.get("Software") == GENERATED_MARK
+    except Exception:
+        made_here = False
+    if not made_here:
+        raise UsageError(f"--out {out} exists and is not a grid that --generate wrote: move it away or "
+                         "pick another --out (--generate replaces only its own PNGs)")
+
+
 def generate(args):
     """--generate: a 10x10 grid from a saved generator; no training data needed."""
     out = args.out or os.path.join(os.path.dirname(args.generate), "generated.png")
-    if os.path.isdir(out):
-        raise UsageError(f"--out {out} is a folder: pass the path of the PNG to write")
+    check_out(out, args.generate)
     generator = load_generator(args.generate)
     noise = grid_noise(np.random.default_rng(args.seed), generator.inputs[0].shape[-1])  # = the run's grids
     folder = os.path.dirname(out) or "."
@@ -1316,10 +1449,15 @@ def generate(args):
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot write to folder {folder} ({e.strerror}): pick another --out") from None
-    try:
-        print(f"Wrote {plot_generated_images(generator, noise, out)}")
-    except WriteFailed as e:
-        raise WriteFailed(f"{e}: free some space or pick another --out") from None
+    mark = PngImagePlugin.PngInfo()
+    mark.add_text("Software", GENERATED_MARK)
+    with tempfile.TemporaryDirectory() as drawn:
+        grid = plot_generated_images(generator, noise, os.path.join(drawn, "grid.png"))
+        try:
+            save_atomically(out, lambda tmp: Image.open(grid).save(tmp, format="PNG", pnginfo=mark))
+        except WriteFailed as e:
+            raise WriteFailed(f"{e}: free some space or pick another --out") from None
+    print(f"Wrote {out}")
 
 
 def score_file(args):
@@ -1348,7 +1486,8 @@ RULES = [("epochs", "EPOCHS", int, lambda v: v >= 1, "a whole number of 1 or mor
          ("seed", "SEED", int, lambda v: 0 <= v < 2**32, "a whole number from 0 to 2**32 - 1"),
          ("score_digits", "SCORE_DIGITS", int, lambda v: v == 0 or 100 <= v <= 100_000,
           "0 (no scores) or from 100 to 100000"),
-         ("ema_decay", "EMA_DECAY", float, lambda v: 0 <= v < 1, "at least 0 and below 1"),
+         ("ema_decay", "EMA_DECAY", float, lambda v: v == 0 or 0.5 <= v < 1,
+          "0 (the raw generator) or from 0.5 to below 1"),
          ("minibatch_stddev", "MINIBATCH_STDDEV", int, lambda v: v == 0 or 2 <= v <= 64,
           "0 (off) or a whole number from 2 to 64"),
          ("random_dim", "RANDOM_DIM", int, lambda v: v >= 1, "a whole number of 1 or more"),
@@ -1376,6 +1515,13 @@ def check_setting(argv, name, constant, kind, test, rule, value):
         raise UsageError(f"{where} must be {rule}, not {value!r}")
 
 
+def whole_number(text):
+    """argparse's type for the whole-number flags: digits only (int() also takes '1_000' and '٣')."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, whose refusals (an unknown flag, a word for a number) are UsageErrors:
     one line and exit code 2 through main(), as every other bad input."""
@@ -1387,25 +1533,25 @@ class ArgumentParser(argparse.ArgumentParser):
 def get_args(argv=None):
     p = ArgumentParser(description="Train the Keras MNIST GAN tutorial's model.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training digits")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="real digits per step")
-    p.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
+    p.add_argument("--epochs", type=whole_number, default=EPOCHS, help="passes over the training digits")
+    p.add_argument("--batch-size", type=whole_number, default=BATCH_SIZE, help="real digits per step")
+    p.add_argument("--sample-every", type=whole_number, default=SAMPLE_EVERY,
                    help="save a grid at epoch 1, every this many epochs and the last")
-    p.add_argument("--seed", type=int, default=SEED, help="random seed (training, grid and score noise)")
+    p.add_argument("--seed", type=whole_number, default=SEED, help="random seed (training, grid and score noise)")
     p.add_argument("--data", default=DATA, help="auto (MNIST, or the bundled subset offline), mnist, "
                    "subset, an .npz like Keras' mnist.npz, or a folder of MNIST's idx files")
-    p.add_argument("--limit", type=int, default=LIMIT, help="train on the first N digits only")
+    p.add_argument("--limit", type=whole_number, default=LIMIT, help="train on the first N digits only")
     p.add_argument("--out-dir", default=OUT_DIR, help="folder for grids, losses, scores and generator.keras")
     p.add_argument("--checkpoint-dir", default=CHECKPOINT_DIR, help="folder for checkpoint.npz")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--ema-decay", type=float, default=EMA_DECAY,
                    help="decay of the generator's moving average used for grids; 0 = raw generator")
-    p.add_argument("--minibatch-stddev", type=int, default=MINIBATCH_STDDEV, metavar="N",
+    p.add_argument("--minibatch-stddev", type=whole_number, default=MINIBATCH_STDDEV, metavar="N",
                    help="the discriminator also sees how varied each N digits are (4 evens the digit "
                    "mix, see the README); 0 = the tutorial's discriminator")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=PRECISION,
                    help="bfloat16: Keras mixed precision (see the README: faster on some CPUs only)")
-    p.add_argument("--score-digits", type=int, default=SCORE_DIGITS,
+    p.add_argument("--score-digits", type=whole_number, default=SCORE_DIGITS,
                    help="digits drawn to score the generator at every grid; 0 = no scores")
     p.add_argument("--classifier", default=CLASSIFIER, help="the digit classifier that scores")
     p.add_argument("--generate", metavar="PATH.keras",
@@ -1413,23 +1559,25 @@ def get_args(argv=None):
     p.add_argument("--out", help="with --generate: the PNG to write [generated.png beside the model]")
     p.add_argument("--score", metavar="PATH.keras",
                    help="only print the scores of a saved generator (no training)")
-    script, argv = (sys.argv[0], sys.argv[1:]) if argv is None else (os.path.relpath(__file__), list(argv))
+    script, argv = ((sys.argv[0], sys.argv[1:]) if argv is None else
+                    (os.path.relpath(os.path.join(HERE, "gan_mnist.py")), list(argv)))
     args = p.parse_args(argv)
     args.random_dim, args.learning_rate, args.beta_1 = RANDOM_DIM, LEARNING_RATE, BETA_1
     args.real_label, args.fixed_noise = REAL_LABEL, FIXED_NOISE
     for rule in RULES:
         check_setting(argv, *rule, getattr(args, rule[0]))
-    if BACKEND not in ("tensorflow", "jax"):
-        raise UsageError(f"KERAS_BACKEND={BACKEND} is not supported here: use tensorflow (the default) or jax")
     args.argv, args.script = argv, script
+    args.command = "%run" if IN_IPYTHON and script == sys.argv[0] else "python"  # how it was started
     return args
 
 
 def data_name(source, limit):
-    """What {data} in OUT_DIR and CHECKPOINT_DIR stands for: mnist, subset, a file or folder name,
-    with -first<N> for --limit N: one folder per training set, never two sets' files in one."""
-    name = (source if source in ("mnist", "subset") else
-            os.path.splitext(os.path.basename(os.path.normpath(source)))[0])
+    """What {data} in OUT_DIR and CHECKPOINT_DIR stands for: mnist, subset, or a file or folder's
+    name and a digest of its path (torchvision keeps every data set in NAME/raw), with -first<N>
+    for --limit N: one folder per training set, never two sets' files in one."""
+    name = source if source in ("mnist", "subset") else "{}-{}".format(
+        os.path.splitext(os.path.basename(os.path.normpath(source)))[0],
+        hashlib.sha256(source.encode()).hexdigest()[:6])
     return f"{name}-first{limit}" if limit else name
 
 
@@ -1441,14 +1589,17 @@ def set_up_run(args, stop):
     if args.batch_size > len(x_train):
         raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
                          "training digits: lower --batch-size or raise --limit")
+    if args.minibatch_stddev and args.batch_size < args.minibatch_stddev:
+        raise UsageError(f"--batch-size {args.batch_size} is smaller than one group of --minibatch-stddev "
+                         f"{args.minibatch_stddev}: make it a multiple of {args.minibatch_stddev}")
     if args.minibatch_stddev and args.batch_size % args.minibatch_stddev:
         raise UsageError(f"--batch-size {args.batch_size} does not split into groups of --minibatch-stddev "
                          f"{args.minibatch_stddev}: make it a multiple of {args.minibatch_stddev}")
     name = data_name(source, args.limit if len(x_train) == args.limit else None)
     args.out_dir, args.checkpoint_dir = (d.replace("{data}", name) for d in (args.out_dir, args.checkpoint_dir))
-    run = Run(args, source, len(x_train), scorer, stop)
+    run = Run(args, source, x_train, scorer, stop)
     print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()
-                                 if v is not None and k not in ("argv", "script")))
+                                 if v is not None and k not in ("argv", "script", "command")))
     if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
         tf.config.experimental.enable_op_determinism()  # same seed, same run on a GPU too
     keras.utils.set_random_seed(args.seed)  # python, numpy and the backend's
@@ -1463,10 +1614,27 @@ def set_up_run(args, stop):
     return x_train, run
 
 
+@contextlib.contextmanager
+def keras_settings():
+    """float32 and channels_last, whatever keras.json says (it would silently change the run, or
+    break the scorer): said in one line when they differ, and given back afterwards."""
+    kept = keras.config.floatx(), keras.config.image_data_format()
+    if kept != ("float32", "channels_last"):
+        print(f"Note: keras.json sets floatx {kept[0]} and {kept[1]}; this script computes in float32, "
+              "channels_last (--precision bfloat16 for mixed precision).")
+    keras.config.set_floatx("float32")
+    keras.config.set_image_data_format("channels_last")
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(kept[0])
+        keras.config.set_image_data_format(kept[1])
+
+
 def main(argv=None):
     """Every way the script ends, in one place: 0 done, 1 the run failed (a write, divergence),
     2 bad input (a flag, a constant, a file), 130 stopped."""
-    with StopSignal("Stopped; nothing was written.") as stop:
+    with StopSignal("Stopped; nothing was written.") as stop, keras_settings():
         try:
             args = get_args(argv)
             if args.generate:
@@ -1490,5 +1658,8 @@ def main(argv=None):
             return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# %% Run it: python gan_mnist.py in a terminal, %run gan_mnist.py in a notebook, or main([...])
+if __name__ == "__main__" and "__file__" in globals():  # python gan_mnist.py, or %run gan_mnist.py
+    exit_code = main()
+    if not IN_IPYTHON:  # %run: the kernel lives on; the last line said how the run ended
+        sys.exit(exit_code)

@@ -17,6 +17,7 @@ sys.path.insert(0, ROOT)
 # Tiny settings: 256 digits, batch 32 = 8 steps per epoch; 200 digits scored at each grid.
 TINY = ["--data", "subset", "--limit", "256", "--batch-size", "32", "--score-digits", "200"]
 QUICK = [*TINY, "--score-digits", "0"]  # the later flag wins: no scores
+HANG = 3600  # seconds: the only wall-clock limit, for a process that hangs; a loaded machine is only slow
 
 
 def pytest_configure(config):
@@ -113,10 +114,19 @@ def main(tmp_path):
 def run(tmp_path):
     """run(*flags) -> CompletedProcess of `python gan_mnist.py FLAGS`, with --out-dir and
     --checkpoint-dir inside tmp_path unless the flags name them."""
-    def run_script(*flags, timeout=300):
+    def run_script(*flags, timeout=HANG):
         return subprocess.run([sys.executable, SCRIPT] + with_dirs(flags, tmp_path), capture_output=True, text=True,
                               timeout=timeout, cwd=tmp_path)
     return run_script
+
+
+def straight_run(folder, *flags):
+    """`python gan_mnist.py TINY FLAGS` into folder/out and folder/ck, never stopped: what a
+    stopped and resumed run must equal. Returns the folder."""
+    result = subprocess.run([sys.executable, SCRIPT, *TINY, *flags, "--out-dir", str(folder / "out"),
+                             "--checkpoint-dir", str(folder / "ck")], capture_output=True, text=True, timeout=HANG)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder
 
 
 def start(tmp_path, *flags, env=None):
@@ -125,7 +135,7 @@ def start(tmp_path, *flags, env=None):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-def wait_for_line(process, text, timeout=180):
+def wait_for_line(process, text, timeout=HANG):
     """Read the process's stdout until a line holds `text`; returns the lines read."""
     lines, deadline = [], time.time() + timeout
     while time.time() < deadline:

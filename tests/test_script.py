@@ -1,6 +1,7 @@
 """The script as a user runs it: one tiny epoch end to end, the grid schedule, same seed same
 run, importing it, and a quiet start-up."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 import gan_mnist
-from conftest import SCRIPT, TINY, checkpoint_arrays, generator_weights, losses, pixels, same_arrays
+from conftest import HANG, ROOT, SCRIPT, TINY, checkpoint_arrays, generator_weights, losses, pixels, same_arrays
 
 
 @pytest.mark.backends
@@ -69,7 +70,7 @@ def test_start_up_shows_no_library_notices(tmp_path):
     """A CPU user's first stderr line is ours, not TensorFlow's CUDA or oneDNN notices."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, SCRIPT, "--generate", str(tmp_path / "none.keras")], env=env,
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=HANG, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"gan_mnist.py: error: generator file {tmp_path / 'none.keras'} "
                                           "not found: pass the generator.keras that a training run wrote to "
@@ -119,3 +120,104 @@ def test_the_helper_scripts_use_names_the_script_has():
         with open(os.path.join(ROOT, path)) as f:
             names = set(re.findall(r"gan_mnist\.([A-Za-z_]\w*)", f.read())) - {"py"}
         assert names and not [n for n in names if not hasattr(gan_mnist, n)], (path, names)
+
+
+# ------------------------------------------------------------------- start-up: crashes and backends
+def fake_package(tmp_path, name, code):
+    folder = tmp_path / "fake" / name
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(code)
+    return str(tmp_path / "fake")
+
+
+def script_with(tmp_path, env, *flags):
+    """The script with ENV, its own empty KERAS_HOME unless ENV names one, no TF_CPP_MIN_LOG_LEVEL."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    (tmp_path / "keras_home").mkdir(exist_ok=True)
+    env = {"KERAS_HOME": str(tmp_path / "keras_home"), **env}
+    return subprocess.run([sys.executable, SCRIPT, *flags], env={**clean, **env}, capture_output=True, text=True,
+                          cwd=tmp_path)
+
+
+def test_a_crash_while_loading_still_shows_its_message(tmp_path):
+    """J2: TensorFlow aborting while it loads (an old CPU) prints its fatal line; the held-back
+    notices are only the known harmless ones."""
+    fake = fake_package(tmp_path, "tensorflow", (
+        "import os\n"
+        "os.write(2, b'E0000 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\\n')\n"
+        "os.write(2, b'F0000 cpu_feature_guard.cc:217] The TensorFlow library was compiled to use AVX "
+        "instructions, but these aren\\'t available on your machine.\\n')\n"
+        "os.abort()\n"))
+    result = script_with(tmp_path, {"PYTHONPATH": fake}, "--epochs", "1")
+    assert result.returncode == -signal.SIGABRT
+    assert "compiled to use AVX instructions, but these aren't available on your machine" in result.stderr
+    assert "cuInit" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["torch", "nonsense", "numpy"])
+def test_an_unsupported_backend_is_one_line_before_keras_loads(tmp_path, backend):
+    """J5: the script's own line, not Keras' traceback, for any backend it does not run on."""
+    result = script_with(tmp_path, {"KERAS_BACKEND": backend}, "--epochs", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"gan_mnist.py: error: Keras' backend here is {backend!r} (KERAS_BACKEND), which this script does "
+        "not support: it runs on tensorflow or jax; run KERAS_BACKEND=tensorflow python gan_mnist.py"]
+
+
+def test_where_only_jax_is_installed_the_plain_command_says_what_to_type(tmp_path):
+    """K1: no TensorFlow installed (a finder that says so), default backend: one line naming JAX."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class NoTensorFlow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow':\n"
+        "            raise ModuleNotFoundError(\"No module named 'tensorflow'\", name='tensorflow')\n"
+        "sys.meta_path.insert(0, NoTensorFlow())\n")
+    result = script_with(tmp_path, {"PYTHONPATH": str(tmp_path / "site")}, "--epochs", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        "gan_mnist.py: error: Keras' backend here is tensorflow (the default), but TensorFlow is not installed; "
+        "run KERAS_BACKEND=jax python gan_mnist.py (JAX is installed)"]
+
+
+def test_the_backend_in_keras_json_is_the_one_used(tmp_path):
+    """K1: a user's keras.json picks the backend as it does for Keras; KERAS_BACKEND still wins."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "keras.json").write_text('{"backend": "jax"}')
+    code = "import gan_mnist, keras; print(gan_mnist.BACKEND, keras.backend.backend())"
+    for env, expected in (({}, "jax jax"), ({"KERAS_BACKEND": "tensorflow"}, "tensorflow tensorflow")):
+        result = subprocess.run([sys.executable, "-c", code], env={**{k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"},
+                                "KERAS_HOME": str(tmp_path / "home"), "PYTHONPATH": ROOT, **env},
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout.split() == expected.split(), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("config, message", [
+    ('{"floatx": "int8"}', "sets floatx to 'int8', which Keras refuses"),
+    ('{"image_data_format": "channels_sideways"}', "sets image_data_format to 'channels_sideways', which Keras refuses"),
+])
+def test_a_keras_json_that_keras_refuses_is_one_line(tmp_path, config, message):
+    """J4: Keras raises at import for these; the script says which file and what to fix."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "keras.json").write_text(config)
+    result = script_with(tmp_path, {"KERAS_HOME": str(tmp_path / "home")}, "--epochs", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_keras_json_floatx_does_not_change_the_run(run, tmp_path):
+    """J4: floatx float16 in keras.json changed Adam's learning rate and the noise; the script
+    computes in float32 whatever it says, and says so."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "keras.json").write_text('{"floatx": "float16", "image_data_format": "channels_first"}')
+    plain = run("--epochs", "2", *TINY, "--out-dir", str(tmp_path / "a"), "--checkpoint-dir", str(tmp_path / "a_ck"))
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "home")}
+    other = subprocess.run([sys.executable, SCRIPT, "--epochs", "2", *TINY, "--out-dir", str(tmp_path / "b"),
+                            "--checkpoint-dir", str(tmp_path / "b_ck")], env=env, capture_output=True, text=True,
+                           timeout=HANG, cwd=tmp_path)
+    assert plain.returncode == 0 and other.returncode == 0, other.stderr[-2000:]
+    assert "Note: keras.json sets floatx float16 and channels_first; this script computes in float32" in other.stdout
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert same_arrays(checkpoint_arrays(tmp_path / "a_ck" / "checkpoint.npz"),
+                       checkpoint_arrays(tmp_path / "b_ck" / "checkpoint.npz"))

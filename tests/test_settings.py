@@ -2,6 +2,7 @@
 exit code 2, with no folder created."""
 import os
 
+import numpy as np
 import pytest
 
 import gan_mnist
@@ -22,8 +23,8 @@ def test_constants_are_the_defaults(monkeypatch):
     (["--batch-size", "-4"], "--batch-size must be a whole number of 1 or more"),
     (["--sample-every", "0"], "--sample-every must be a whole number of 1 or more"),
     (["--limit", "0"], "--limit must be a whole number of 1 or more"),
-    (["--epochs", "ten"], "invalid int value: 'ten'"),
-    (["--ema-decay", "1"], "--ema-decay must be at least 0 and below 1"),
+    (["--epochs", "ten"], "--epochs: not a whole number: 'ten'"),
+    (["--ema-decay", "1"], "--ema-decay must be 0 (the raw generator) or from 0.5 to below 1"),
     (["--seed", "-1"], "--seed must be a whole number from 0 to 2**32 - 1, not -1"),
     (["--seed", str(2**32)], "--seed must be a whole number from 0 to 2**32 - 1"),
     (["--seed", str(2**40)], "--seed must be a whole number from 0 to 2**32 - 1"),
@@ -61,7 +62,30 @@ def test_bad_constant_exits_2(main, monkeypatch, capsys, tmp_path, constant, val
     assert sorted(os.listdir(tmp_path)) == []
 
 
-def test_an_unsupported_backend_is_refused(main, monkeypatch, capsys):
-    monkeypatch.setattr(gan_mnist, "BACKEND", "torch")
-    assert main("--epochs", "1", *TINY) == 2
-    assert "KERAS_BACKEND=torch is not supported here: use tensorflow (the default) or jax" in capsys.readouterr().err
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "\u0663"], "--epochs: not a whole number: '\u0663'"),  # J11: an Arabic-Indic 3
+    (["--epochs", "1_000"], "--epochs: not a whole number: '1_000'"),
+    (["--ema-decay", "5e-324"], "--ema-decay must be 0 (the raw generator) or from 0.5 to below 1"),
+    (["--minibatch-stddev", "64", "--batch-size", "32", "--data", "subset"],
+     "--batch-size 32 is smaller than one group of --minibatch-stddev 64: make it a multiple of 64"),
+])
+def test_numbers_are_plain_whole_numbers_and_sensible(main, tmp_path, capsys, flags, message):
+    assert main(*flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("flag, value", [("--score-digits", "2000"), ("--classifier", "copy")])
+def test_resume_refuses_other_score_settings(main, tmp_path, capsys, flag, value):
+    """J7: scores of another sample size or classifier would mix incomparable rows in scores.csv."""
+    assert main("--epochs", "1", *TINY) == 0
+    if value == "copy":
+        value = str(tmp_path / "other.npz")
+        with np.load(gan_mnist.CLASSIFIER) as f:
+            arrays = dict(f)
+        arrays["w0"] = arrays["w0"] * 1.01
+        np.savez(value, **arrays)
+    assert main("--epochs", "2", *TINY, flag, value, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "was made with" in err and ("score_digits=200, not 2000" in err or "another digit classifier" in err)

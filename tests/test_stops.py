@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import gan_mnist
-from conftest import QUICK, SCRIPT, TINY, checkpoint_epoch, leftovers, losses, patch_step, start, wait_for_line
+from conftest import HANG, QUICK, SCRIPT, TINY, checkpoint_epoch, leftovers, losses, patch_step, start, wait_for_line
 
 
 # --------------------------------------------------------------------------------------- stops
@@ -21,7 +22,7 @@ def test_sigterm_while_the_libraries_load(tmp_path):
     process = start(tmp_path, "--epochs", "1", *QUICK, env={**os.environ, "PYTHONPATH": str(stub)})
     wait_for_line(process, "loading tqdm")
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=HANG)
     assert process.returncode == 130 and "Traceback" not in stderr
     assert "Stopped while starting; nothing was written." in stdout
     assert sorted(os.listdir(tmp_path)) == ["stub"]
@@ -56,7 +57,7 @@ def test_sigterm_after_the_last_epoch_line_still_writes_everything(tmp_path):
     process = start(tmp_path, "--epochs", "2", *TINY)
     wait_for_line(process, "Epoch 2/2:")
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=HANG)
     assert process.returncode == 0, stderr
     assert "Done:" in stdout and "Stopped" not in stdout and "Traceback" not in stderr
     assert (tmp_path / "out" / "generator.keras").exists()
@@ -152,7 +153,64 @@ def test_wrong_constant_in_a_real_process_has_no_traceback(tmp_path):
     source = open(SCRIPT).read().replace("\nEPOCHS = 400 ", "\nEPOCHS = 2.5 ")
     script = tmp_path / "gan_mnist.py"
     script.write_text(source)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=HANG,
                             cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "EPOCHS at the top of gan_mnist.py must be a whole number" in result.stderr
+
+
+# ------------------------------------------------------- a stop while a file is read is a stop (J1, J6)
+def ctrl_c_inside(monkeypatch, owner, name):
+    """Make owner.name send this process a SIGINT as it starts, as a Ctrl-C that lands there would."""
+    real = getattr(owner, name)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(owner, name, interrupted)
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "data", "classifier"])
+def test_ctrl_c_while_a_file_is_read_is_a_stop_not_damage(main, tmp_path, monkeypatch, capsys, where):
+    """J1: the stop landed inside a `try: ... except Exception` that guards a file read; it must
+    end as a stop (exit 130), never as a damaged file, and the file must be left as it was."""
+    assert main("--epochs", "1", *TINY) == 0
+    checkpoint = tmp_path / "ck" / "checkpoint.npz"
+    before = checkpoint.read_bytes()
+    capsys.readouterr()
+    if where == "checkpoint":
+        ctrl_c_inside(monkeypatch, gan_mnist.json, "loads")  # while the checkpoint's meta is read
+    elif where == "data":
+        ctrl_c_inside(monkeypatch, gan_mnist, "check_digits")  # just after the digits are read
+    else:
+        ctrl_c_inside(monkeypatch, gan_mnist, "get_digit_classifier")
+    assert main("--epochs", "2", *TINY, "--resume") == 130
+    captured = capsys.readouterr()
+    assert "Stopped before training started; nothing was saved" in captured.out
+    assert "damaged" not in captured.err + captured.out and captured.err == ""
+    assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize("flag", ["--generate", "--score"])
+def test_ctrl_c_inside_keras_model_loader_is_not_swallowed(main, tmp_path, monkeypatch, capsys, flag):
+    """J6: Keras' loader catches Exception around each layer's weights; a stop there must still
+    stop, and --generate must not write its grid afterwards."""
+    import keras
+    assert main("--epochs", "1", *QUICK) == 0
+    ctrl_c_inside(monkeypatch, keras.layers.Dense, "load_own_variables")
+    out = tmp_path / "grid.png"
+    assert main(flag, str(tmp_path / "out" / "generator.keras"), *(["--out", str(out)] if flag == "--generate" else [])) == 130
+    captured = capsys.readouterr()
+    assert "Stopped; nothing was written." in captured.out and "Wrote" not in captured.out
+    assert not out.exists() and "\x1b" not in captured.out + captured.err
+
+
+def test_ctrl_c_while_generate_writes_leaves_nothing(main, tmp_path, monkeypatch, capsys):
+    """J1: a stop inside the grid's write: exit 130, no file, no temporary, no WriteFailed."""
+    assert main("--epochs", "1", *QUICK) == 0
+    ctrl_c_inside(monkeypatch, gan_mnist, "fsync")
+    out = tmp_path / "new" / "grid.png"
+    assert main("--generate", str(tmp_path / "out" / "generator.keras"), "--out", str(out)) == 130
+    captured = capsys.readouterr()
+    assert "Stopped; nothing was written." in captured.out and captured.err == ""
+    assert not out.exists() and not leftovers(tmp_path / "new")
