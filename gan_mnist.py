@@ -45,6 +45,7 @@ RANDOM_DIM = 100  # length of the generator's input noise vector (tutorial: 100)
 # ---- optimiser
 LEARNING_RATE = 0.0002  # Adam learning rate (tutorial: lr=0.0002)
 BETA_1 = 0.5  # Adam beta_1 (tutorial: 0.5)
+ADAM_COUNTER = "shared"  # the tutorial's one Adam counted both models' steps; "own": each its own (tutorial: shared)
 # ---- training
 EPOCHS = 400  # passes over the training digits (tutorial: 400)
 BATCH_SIZE = 128  # real digits per step; each step also makes as many fakes (tutorial: 128)
@@ -190,11 +191,15 @@ def load_mnist_data(data, limit=None):
 
 
 # %% The tutorial, 2: the optimizer, Adam(0.0002, 0.5)
-def get_optimizer(learning_rate, beta_1):
-    """Adam as in the tutorial. Keras 3 wants a fresh one per compiled model. On TensorFlow the
-    same update runs in TensorFlow's fused kernel."""
+def get_optimizer(learning_rate, beta_1, turn=None):
+    """Adam as in the tutorial, one per model (Keras 3 wants that). The tutorial's one Adam counted
+    both models' updates, the discriminator's as its steps 1, 3, 5, ... and the generator's as 2,
+    4, 6, ...: `turn` 1 or 2 gives a model those step numbers (None: its own count, 1, 2, 3, ...).
+    On TensorFlow the same update runs in TensorFlow's fused kernel."""
     adam = FusedAdam if BACKEND == "tensorflow" else keras.optimizers.Adam  # extra: FusedAdam
-    return adam(learning_rate=learning_rate, beta_1=beta_1)
+    optimizer = adam(learning_rate=learning_rate, beta_1=beta_1)
+    optimizer.turn = turn  # extra: read where the update is made (adam_step, below the banner)
+    return optimizer
 
 
 # %% The tutorial, 3: the generator
@@ -325,12 +330,13 @@ def train(x_train, run, args):
     """Build the three models and train them as the tutorial does. `run` keeps what the tutorial
     printed or saved (losses, grids, scores, the checkpoint); it raises when the run must stop."""
     batch_count = len(x_train) // args.batch_size  # steps per epoch
+    turns = (1, 2) if args.adam_counter == "shared" else (None, None)  # the one Adam's two steps a batch
     with precision_policy(args.precision):  # extra: the layers built here compute in this precision
         generator = get_generator(args.random_dim)
-        discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1),
+        discriminator = get_discriminator(get_optimizer(args.learning_rate, args.beta_1, turns[0]),
                                           args.minibatch_stddev)
         gan = get_gan_network(discriminator, args.random_dim, generator,
-                              get_optimizer(args.learning_rate, args.beta_1))
+                              get_optimizer(args.learning_rate, args.beta_1, turns[1]))
     ema_generator = get_ema_generator(generator) if args.ema_decay > 0 else None  # extra
     sampler = ema_generator or generator  # what draws the grids (the tutorial: the generator)
     rng = keras.random.SeedGenerator(args.seed)
@@ -450,6 +456,14 @@ def save_figure(fig, path):
 
 
 # -------------------------------------------------------------- the step's speed and exactness
+def adam_step(iterations, turn):
+    """The step number t in Adam's bias correction, lr * sqrt(1 - beta_2^t) / (1 - beta_1^t), for
+    an optimizer that has applied `iterations` updates: iterations + 1 if it counts its own
+    (turn None), or, as the tutorial's one Adam shared by both models counted,
+    2 * iterations + turn (the discriminator's turn is 1, the generator's 2)."""
+    return iterations + 1 if turn is None else 2 * iterations + turn
+
+
 class FusedAdam(keras.optimizers.Adam):
     """keras.optimizers.Adam, same update, done by TensorFlow's fused Adam kernel: one pass over
     each weight instead of nine (samples/README.md, Speed, says what it saves). It reads three
@@ -458,7 +472,7 @@ class FusedAdam(keras.optimizers.Adam):
 
     def update_step(self, gradient, variable, learning_rate):
         i, dtype = self._get_variable_index(variable), variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
+        step = tf.cast(adam_step(self.iterations, getattr(self, "turn", None)), dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[i].handle, v=self._velocities[i].handle,
@@ -604,7 +618,16 @@ def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, rand
               discriminator.trainable_variables, discriminator.non_trainable_variables,
               d_optimizer.variables, g_optimizer.variables,
               ema_generator.variables if ema_generator is not None else [], [rng.state]]
-    g_steps = next(i for i, v in enumerate(g_optimizer.variables) if v is g_optimizer.iterations)
+    d_steps, g_steps = (next(i for i, v in enumerate(o.variables) if v is o.iterations)
+                        for o in (d_optimizer, g_optimizer))
+
+    def apply(optimizer, steps, slots, grads, train):
+        """optimizer.stateless_apply at step adam_step(n, turn): Keras' Adam takes t = iterations + 1,
+        so it is handed t - 1 for this update and its own count n + 1 is written back after it."""
+        n = slots[steps]
+        slots = slots[:steps] + [adam_step(n, optimizer.turn) - 1] + slots[steps + 1:]
+        train, slots = optimizer.stateless_apply(slots, grads, train)
+        return train, slots[:steps] + [n + 1] + slots[steps + 1:]
 
     def d_loss(d_train, d_fixed, x, y):
         logits, d_fixed = discriminator_logits(discriminator, d_train, d_fixed, x)
@@ -627,10 +650,10 @@ def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, rand
         x = jnp.concatenate([images[index], fakes])
         y = jnp.concatenate([jnp.full((batch_size, 1), real_label), jnp.zeros((batch_size, 1))])
         (dl, d_fixed), grads = jax.value_and_grad(d_loss, has_aux=True)(d_train, d_fixed, x, y)
-        d_train, d_slots = d_optimizer.stateless_apply(d_slots, grads, d_train)
+        d_train, d_slots = apply(d_optimizer, d_steps, d_slots, grads, d_train)
         (gl, (g_fixed, d_fixed)), grads = jax.value_and_grad(g_loss, has_aux=True)(
             g_train, g_fixed, d_train, d_fixed, fresh_noise)
-        g_train, g_slots = g_optimizer.stateless_apply(g_slots, grads, g_train)
+        g_train, g_slots = apply(g_optimizer, g_steps, g_slots, grads, g_train)
         if ema:
             t = g_slots[g_steps].astype("float32")  # update_ema's rule
             rate = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
@@ -979,7 +1002,7 @@ class Checkpoint:
     """CHECKPOINT_DIR/checkpoint.npz: every variable's value (weights, optimizer slots, random
     states) and the run's history as JSON, rewritten after every epoch; what --resume continues."""
     KEYS = ("epoch", "config", "history", "scores", "grid_rng")
-    OLDER = {"backend": "tensorflow", "minibatch_stddev": 0}  # what a checkpoint made before them had
+    OLDER = {"backend": "tensorflow", "minibatch_stddev": 0, "adam_counter": "own"}  # a checkpoint made before them
     UNRECORDED = ("digits_sha256", "score_digits", "classifier_sha256")  # not checked if a checkpoint lacks them
     DIFFERENT = {"digits_sha256": "other training digits than these (the data changed)",
                  "classifier_sha256": "another digit classifier (--classifier)"}
@@ -1229,7 +1252,8 @@ class Run:
                        "learning_rate": args.learning_rate, "beta_1": args.beta_1,
                        "real_label": args.real_label, "ema_decay": args.ema_decay,
                        "fixed_noise": args.fixed_noise, "precision": args.precision, "backend": BACKEND,
-                       "minibatch_stddev": args.minibatch_stddev, "digits_sha256": fingerprint(x_train),
+                       "minibatch_stddev": args.minibatch_stddev, "adam_counter": args.adam_counter,
+                       "digits_sha256": fingerprint(x_train),
                        "score_digits": args.score_digits, "classifier_sha256": scorer and scorer.fingerprint}
         self.outputs = OutputFiles(args.out_dir, args.epochs, args.sample_every)
         self.checkpoint = Checkpoint(args.checkpoint_dir, self.config)
@@ -1493,6 +1517,7 @@ RULES = [("epochs", "EPOCHS", int, lambda v: v >= 1, "a whole number of 1 or mor
          ("random_dim", "RANDOM_DIM", int, lambda v: v >= 1, "a whole number of 1 or more"),
          ("learning_rate", "LEARNING_RATE", float, lambda v: 0 < v < 1, "above 0 and below 1"),
          ("beta_1", "BETA_1", float, lambda v: 0 <= v < 1, "at least 0 and below 1"),
+         ("adam_counter", "ADAM_COUNTER", str, lambda v: v in ("shared", "own"), '"shared" or "own"'),
          ("real_label", "REAL_LABEL", float, lambda v: 0 < v <= 1, "above 0 and at most 1"),
          ("fixed_noise", "FIXED_NOISE", bool, lambda v: True, "True or False"),
          ("precision", "PRECISION", str, lambda v: v in ("float32", "bfloat16"), '"float32" or "bfloat16"'),
@@ -1551,6 +1576,9 @@ def get_args(argv=None):
                    "mix, see the README); 0 = the tutorial's discriminator")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=PRECISION,
                    help="bfloat16: Keras mixed precision (see the README: faster on some CPUs only)")
+    p.add_argument("--adam-counter", choices=("shared", "own"), default=ADAM_COUNTER,
+                   help="shared: Adam's bias correction counts both models' steps, as the tutorial's one "
+                   "Adam did; own: each model's Adam counts its own (this port before December 2026)")
     p.add_argument("--score-digits", type=whole_number, default=SCORE_DIGITS,
                    help="digits drawn to score the generator at every grid; 0 = no scores")
     p.add_argument("--classifier", default=CLASSIFIER, help="the digit classifier that scores")

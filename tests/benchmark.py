@@ -69,8 +69,8 @@ def project_step(x_train, ema_decay, precision="float32", minibatch_stddev=0):
     """gan_mnist.py's step, built the way its train() builds it."""
     with gan_mnist.precision_policy(precision):
         generator = gan_mnist.get_generator(DIM)
-        discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5), minibatch_stddev)
-        gan = gan_mnist.get_gan_network(discriminator, DIM, generator, gan_mnist.get_optimizer(2e-4, 0.5))
+        discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5, 1), minibatch_stddev)
+        gan = gan_mnist.get_gan_network(discriminator, DIM, generator, gan_mnist.get_optimizer(2e-4, 0.5, 2))
     ema = gan_mnist.get_ema_generator(generator) if ema_decay else None
     step = gan_mnist.make_train_step(generator, discriminator, gan, x_train, BATCH, DIM, 0.9,
                                      keras.random.SeedGenerator(1), ema, ema_decay)

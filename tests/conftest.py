@@ -76,13 +76,13 @@ def leftovers(*folders):
             for name in os.listdir(folder) if name.startswith(".tmp")]
 
 
-def build(random_dim=100):
-    """The three models, built as gan_mnist.train builds them."""
+def build(random_dim=100, turns=(1, 2)):
+    """The three models, built as gan_mnist.train builds them (turns: the shared Adam counter's)."""
     import gan_mnist
     generator = gan_mnist.get_generator(random_dim)
-    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5))
+    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5, turns[0]))
     gan = gan_mnist.get_gan_network(discriminator, random_dim, generator,
-                                    gan_mnist.get_optimizer(2e-4, 0.5))
+                                    gan_mnist.get_optimizer(2e-4, 0.5, turns[1]))
     return generator, discriminator, gan
 
 

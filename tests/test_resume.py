@@ -188,3 +188,17 @@ def test_resume_of_a_finished_run_with_fewer_epochs_keeps_its_grids(main, tmp_pa
     assert "Done: 2 grids" in out
     from PIL import Image
     assert Image.open(tmp_path / "out" / "progress.gif").n_frames == 2
+
+
+def test_the_adam_counter_is_a_setting_of_the_checkpoint(main, tmp_path, capsys):
+    """A run whose Adams count their own steps resumes only so, and a checkpoint from before the
+    setting existed was made so: continuing either with the shared counter would change the run."""
+    assert main("--epochs", "1", *QUICK, "--adam-counter", "own") == 0
+    path = tmp_path / "ck" / "checkpoint.npz"
+    assert main("--epochs", "2", *QUICK, "--resume") == 2
+    assert "was made with adam_counter='own', not 'shared'" in capsys.readouterr().err
+    edit_checkpoint_meta(path, lambda meta: meta["config"].pop("adam_counter"))
+    assert main("--epochs", "2", *QUICK, "--resume") == 2
+    assert "was made with adam_counter='own', not 'shared'" in capsys.readouterr().err
+    assert main("--epochs", "2", *QUICK, "--adam-counter", "own", "--resume") == 0
+    assert len(losses(tmp_path / "out")) == 2

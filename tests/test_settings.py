@@ -52,6 +52,7 @@ def test_bad_input_is_one_line_and_creates_no_folder(main, tmp_path, capsys, fla
     ("BATCH_SIZE", 32.0, "BATCH_SIZE at the top of gan_mnist.py must be a whole number of 1 or more, not 32.0"),
     ("PRECISION", "float16", 'PRECISION at the top of gan_mnist.py must be "float32" or "bfloat16"'),
     ("FIXED_NOISE", "yes", "FIXED_NOISE at the top of gan_mnist.py must be True or False"),
+    ("ADAM_COUNTER", "one", 'ADAM_COUNTER at the top of gan_mnist.py must be "shared" or "own", not \'one\''),
 ])
 def test_bad_constant_exits_2(main, monkeypatch, capsys, tmp_path, constant, value, message):
     monkeypatch.setattr(gan_mnist, constant, value)

@@ -22,8 +22,8 @@ def changed(before, weights):
     return [not np.array_equal(b, np.array(w)) for b, w in zip(before, weights)]
 
 
-def tiny_step(ema_decay=0.0, seed=0):
-    generator, discriminator, gan = build()
+def tiny_step(ema_decay=0.0, seed=0, turns=(1, 2)):
+    generator, discriminator, gan = build(turns=turns)
     ema = gan_mnist.get_ema_generator(generator) if ema_decay else None
     x_train = np.random.default_rng(0).uniform(-1, 1, (64, 784)).astype(np.float32)
     step = gan_mnist.make_train_step(generator, discriminator, gan, x_train, 16, 100, 0.9,
@@ -45,6 +45,7 @@ def test_models_are_the_tutorials():
     assert [layer.rate for layer in discriminator.layers if isinstance(layer, keras.layers.Dropout)] == [0.3] * 3
     assert generator.count_params() == 1_486_352 and discriminator.count_params() == 1_460_225
     assert discriminator.optimizer is not gan.optimizer  # one optimizer per compiled model
+    assert (discriminator.optimizer.turn, gan.optimizer.turn) == (1, 2)  # the shared counter's steps
     assert float(gan.optimizer.learning_rate) == np.float32(2e-4) and gan.optimizer.beta_1 == 0.5
 
 
@@ -123,6 +124,55 @@ def test_train_step_trains_both_models():
     assert all(changed(g0, generator.trainable_weights))
     assert all(changed(d0, discriminator.trainable_weights))
     assert int(gan.optimizer.iterations) == int(discriminator.optimizer.iterations) == 1
+
+
+# ------------------------------------------------ Adam's step counter: the tutorial's shared Adam
+def keras2_adam(weight, m, v, gradient, t, lr=2e-4, beta_1=0.5, beta_2=0.999, epsilon=1e-7):
+    """One update of Keras 2's Adam at step t (keras/optimizers.py, Adam.get_updates, where
+    t = iterations + 1 of the one optimizer object), in float64."""
+    m = beta_1 * m + (1 - beta_1) * gradient
+    v = beta_2 * v + (1 - beta_2) * gradient ** 2
+    lr_t = lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+    return weight - lr_t * m / (np.sqrt(v) + epsilon), m, v
+
+
+@pytest.mark.parametrize("turn", [1, 2, None])
+def test_adam_step_numbers_are_the_shared_counters(turn):
+    """Three applies of one model's Adam with changing gradients: its weights follow Keras 2's
+    Adam at the shared counter's steps (the discriminator's 1, 3, 5, the generator's 2, 4, 6),
+    or at 1, 2, 3 with its own count."""
+    steps = {1: [1, 3, 5], 2: [2, 4, 6], None: [1, 2, 3]}[turn]
+    assert [gan_mnist.adam_step(n, turn) for n in range(3)] == steps
+    if not TF:
+        return  # JAX's step hands Keras' Adam these numbers: test_one_step_is_the_same_step_on_both_backends
+    start = np.linspace(-1, 1, 12).reshape(3, 4)
+    weight, optimizer = keras.Variable(start.astype(np.float32)), gan_mnist.get_optimizer(2e-4, 0.5, turn)
+    optimizer.build([weight])
+    expected, m, v = start, 0.0, 0.0
+    for t, gradient in zip(steps, (0.5, -0.03, 2.0)):
+        optimizer.apply([tf.fill((3, 4), gradient)], [weight])
+        expected, m, v = keras2_adam(expected, m, v, gradient, t)
+    np.testing.assert_allclose(weight.numpy(), expected, rtol=0, atol=1e-7)
+    assert int(optimizer.iterations) == 3  # its own count: what the checkpoint saves
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("turns", [(1, 2), (None, None)])
+def test_one_batch_takes_keras_2s_adam_steps_for_both_models(turns):
+    """One whole training step (either backend): every weight of both models moves as Keras 2's
+    Adam moves it, at step 1 for the discriminator and 2 for the generator with the shared
+    counter (1 and 1 with their own). The gradient is read back from the first moment, m = g / 2."""
+    step, generator, discriminator, gan, _ = tiny_step(turns=turns)
+    models = [(discriminator, discriminator.optimizer, 1), (generator, gan.optimizer, 2 if turns[1] else 1)]
+    before = [values(model.trainable_weights) for model, _, _ in models]
+    step()
+    for (model, optimizer, t), start in zip(models, before):
+        for weight, w0 in zip(model.trainable_weights, start):
+            i = optimizer._get_variable_index(weight)
+            gradient = np.array(optimizer._momentums[i], np.float64) / (1 - 0.5)
+            expected = keras2_adam(w0.astype(np.float64), 0.0, 0.0, gradient, t)[0]
+            np.testing.assert_allclose(np.array(weight), expected, rtol=1e-7, atol=4e-9)  # float32 rounding (JAX: 1.6e-9)
+            assert not np.array_equal(np.array(weight), w0)
 
 
 # ---------------------------------------------------- the private Keras parts the step depends on
