@@ -15,25 +15,15 @@ below the banner, which is not in the tutorial.
     KERAS_BACKEND=jax python gan_mnist.py
 """
 # %% The control panel: the imports and the constants to edit
-import argparse
 import builtins
 import contextlib
-import csv
-import errno
-import gzip
-import hashlib
 import importlib.util
 import io
 import json
 import os
-import re
-import shlex
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-import zlib
 
 # ---- data
 DATA = "auto"  # "auto": Keras' MNIST, or the bundled subset offline; "mnist"; "subset"; an .npz or idx folder
@@ -361,9 +351,20 @@ def train(x_train, run, args):
 
 # %% Not in the tutorial: the harness (run this cell before calling train or main)
 # =================================================================================================
-# NOT IN THE TUTORIAL. Everything below serves the code above and changes nothing it trains,
-# except the one opt-in extra, --minibatch-stddev. Each section uses only what stands above it.
+# NOT IN THE TUTORIAL. Everything below serves the code above and changes nothing it trains but
+# the step numbers of the tutorial's shared Adam (adam_step) and the opt-in extra --minibatch-stddev.
+# Each section uses only what stands above it.
 # =================================================================================================
+import argparse  # the harness's own imports
+import csv
+import errno
+import gzip
+import hashlib
+import re
+import shlex
+import tempfile
+import time
+import zlib
 
 # -------------------------------------------------------------------------------------- errors
 
