@@ -1035,8 +1035,9 @@ class Checkpoint:
             made = meta["config"].get(key, self.OLDER.get(key))  # older ones: TF, no stddev
             if made != value:
                 what = self.DIFFERENT.get(key, f"{key}={made!r}, not {value!r}")
-                raise UsageError(f"checkpoint {self.path} was made with {what}: resume with the same "
-                                 "settings (KERAS_BACKEND too) or start without --resume")
+                same = f"--adam-counter {made}" if key == "adam_counter" else "the same settings (KERAS_BACKEND too)"
+                raise UsageError(f"checkpoint {self.path} was made with {what}: resume with {same} or start "
+                                 "without --resume")
         return meta, arrays
 
     def restore(self, variables, arrays):

@@ -196,7 +196,7 @@ def test_the_adam_counter_is_a_setting_of_the_checkpoint(main, tmp_path, capsys)
     assert main("--epochs", "1", *QUICK, "--adam-counter", "own") == 0
     path = tmp_path / "ck" / "checkpoint.npz"
     assert main("--epochs", "2", *QUICK, "--resume") == 2
-    assert "was made with adam_counter='own', not 'shared'" in capsys.readouterr().err
+    assert "was made with adam_counter='own', not 'shared': resume with --adam-counter own" in capsys.readouterr().err
     edit_checkpoint_meta(path, lambda meta: meta["config"].pop("adam_counter"))
     assert main("--epochs", "2", *QUICK, "--resume") == 2
     assert "was made with adam_counter='own', not 'shared'" in capsys.readouterr().err
