@@ -1,5 +1,6 @@
 """Settings: the constants are the flags' defaults, and a bad flag or constant is one line and
 exit code 2, with no folder created."""
+import json
 import os
 
 import numpy as np
@@ -14,8 +15,21 @@ def test_constants_are_the_defaults(monkeypatch):
     args = gan_mnist.get_args([])
     assert (args.epochs, args.batch_size, args.sample_every, args.seed, args.data) == (7, 128, 20, 10, "auto")
     assert (args.out_dir, args.checkpoint_dir, args.ema_decay, args.limit) == ("samples/{data}", "checkpoints/{data}", 0.999, None)
-    assert (args.precision, args.score_digits) == ("float32", 2000)
+    assert (args.precision, args.score_digits, args.adam_counter) == ("float32", 2000, "shared")
     assert gan_mnist.get_args(["--epochs", "3"]).epochs == 3
+
+
+@pytest.mark.parametrize("flags, turns", [([], [1, 2]), (["--adam-counter", "own"], [None, None])])
+def test_train_gives_each_adam_its_turn_of_the_shared_counter(main, monkeypatch, tmp_path, flags, turns):
+    """train() builds the discriminator's Adam, then the generator's, with the shared counter's
+    turns (1, 2) by default, and with none under --adam-counter own; the checkpoint says which."""
+    made = []
+    get_optimizer = gan_mnist.get_optimizer
+    monkeypatch.setattr(gan_mnist, "get_optimizer", lambda *a: made.append(get_optimizer(*a)) or made[-1])
+    assert main("--epochs", "1", *TINY, "--score-digits", "0", "--limit", "64", *flags) == 0
+    assert [o.turn for o in made] == turns and [int(o.iterations) for o in made] == [2, 2]
+    with np.load(tmp_path / "ck" / "checkpoint.npz") as f:
+        assert json.loads(str(f["meta"]))["config"]["adam_counter"] == (flags[-1] if flags else "shared")
 
 
 @pytest.mark.parametrize("flags, message", [
