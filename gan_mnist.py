@@ -55,8 +55,8 @@ CHECKPOINT_DIR = "checkpoints/{data}"  # checkpoint.npz, rewritten after every e
 
 # %% Start-up: the backend Keras will pick, checked before it loads; the libraries, loaded quietly
 def stop_while_starting(*_):
-    """Ctrl-C or SIGTERM while the libraries load: stop at once, quietly (StopSignal takes over in main)."""
-    print("Stopped while starting; nothing was written.", flush=True)
+    """Ctrl-C or SIGTERM while the libraries load: stop at once (os.write: a print may hold stdout's lock)."""
+    os.write(1, b"Stopped while starting; nothing was written.\n")
     os._exit(130)
 
 
