@@ -33,7 +33,7 @@ def test_the_backend_tests_pass_on_jax():
     backend once per process). No time limit: a loaded machine is slow, not broken. A failure
     names the JAX tests that failed, then shows their output."""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "backends", "-p", "no:cacheprovider",
-                             os.path.join(ROOT, "tests")], env=JAX, capture_output=True, text=True, cwd=ROOT)
+                             "-p", "no:xdist", os.path.join(ROOT, "tests")], env=JAX, capture_output=True, text=True, cwd=ROOT)
     failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     assert result.returncode == 0, (f"on JAX: {', '.join(failed) or 'the pytest run failed'}\n"
                                     + result.stdout[-4000:] + result.stderr[-2000:])

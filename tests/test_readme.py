@@ -21,7 +21,7 @@ def test_every_image_the_readme_links_exists():
 
 
 def test_ci_runs_the_readme_test_command():
-    command = "python -m pytest -q tests"
+    command = "python -m pytest -q -n 2 tests"
     assert f"```bash\npython -m pip install -r requirements.txt\n{command}\n```" in readme()
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         ci = f.read()
