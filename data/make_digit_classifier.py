@@ -15,6 +15,7 @@ Frechet distance is measured against) and what 2,000 odd-numbered test digits sc
 (the top of the scale, real_*). Neither set was trained on; both mix MNIST's two test-set halves
 (the first 5,000 test digits are neater writers than the last 5,000). Same seed, same file.
 """
+import gzip
 import hashlib
 import os
 import sys
@@ -29,17 +30,24 @@ SEED, EPOCHS, BATCH_SIZE = 0, 8, 128
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digit_classifier.npz")
 
 
+def idx(folder, name):
+    """The bytes of FOLDER/NAME or FOLDER/NAME.gz, whichever exists."""
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return f.read()
+    with gzip.open(path + ".gz", "rb") as f:
+        return f.read()
+
+
 def load(folder, kind):
-    images = gan_mnist.read_idx(gan_mnist.find_idx(folder, f"{kind}-images-idx3-ubyte"), 2051, (None, 28, 28))
-    labels = gan_mnist.read_idx(gan_mnist.find_idx(folder, f"{kind}-labels-idx1-ubyte"), 2049, (None,))
-    return (images.reshape(len(images), 784).astype(np.float32) - 127.5) / 127.5, labels
+    images, labels = idx(folder, f"{kind}-images-idx3-ubyte"), idx(folder, f"{kind}-labels-idx1-ubyte")
+    images = np.frombuffer(images[16:], np.uint8).reshape(-1, 784)  # idx: a 16-byte header, then pixels
+    return (images.astype(np.float32) - 127.5) / 127.5, np.frombuffer(labels[8:], np.uint8)
 
 
 def source(folder):
-    path = gan_mnist.find_idx(folder, "train-images-idx3-ubyte")
-    opener = gan_mnist.gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = hashlib.sha256(idx(folder, "train-images-idx3-ubyte")).hexdigest()
     return f"MNIST's idx files; train-images-idx3-ubyte sha256 {digest}"
 
 
@@ -68,7 +76,7 @@ def main(folder):
                   test_accuracy=accuracy, source=source(folder))
     np.savez_compressed(OUT, **arrays)
     real = gan_mnist.DigitScorer(OUT)(x_test[1::2][:2000])  # the scale, scored as generated digits are
-    arrays.update({f"real_{k}": real[k] for k in ("frechet_distance", "classifier_score", "top_share")})
+    arrays.update(real_frechet_distance=real[1], real_classifier_score=real[2], real_top_share=real[4])
     np.savez_compressed(OUT, **arrays)
     print(f"2,000 real held-out digits: {gan_mnist.describe_scores(real)}")
     print(f"wrote {OUT} ({os.path.getsize(OUT) / 1e3:.0f} kB)")

@@ -26,11 +26,11 @@ def grid_digits(path):
     repository's) as (100, 784) in [-1, 1]: each is cut from its cell as a box of 28 x (pixels
     per digit pixel, the commonest run of equal pixels along inked rows) centred on the ink's
     centre of mass, as MNIST centres its digits, and shrunk to 28x28; white -1, black +1."""
-    gan_mnist.readable_file(path, "image", "pass a PNG of a 10x10 grid of digits")
     try:
         ink = 255 - np.asarray(Image.open(path).convert("L"), np.float32)
     except Exception as e:
-        raise gan_mnist.UsageError(f"cannot read an image from {path} ({type(e).__name__})") from None
+        why = getattr(e, "strerror", None) or type(e).__name__
+        raise gan_mnist.UsageError(f"cannot read an image from {path} ({why})") from None
     height, width = ink.shape
     if min(height, width) < 280 or not 0.8 <= width / height <= 1.25:
         raise gan_mnist.UsageError(f"{path} is {width}x{height} pixels, not a 10x10 grid of digits (about square, "

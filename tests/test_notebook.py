@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, SCRIPT, TINY, checkpoint_arrays, checkpoint_epoch, losses, same_arrays, straight_run
+from conftest import ROOT, SCRIPT, TINY, checkpoint_arrays, checkpoint_meta, losses, same_arrays, straight_run
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -37,27 +37,33 @@ def images(cell):
 
 
 def run_line(tmp_path, *flags):
-    return "%run " + " ".join([SCRIPT, *TINY, "--out-dir", str(tmp_path / "out"),
-                               "--checkpoint-dir", str(tmp_path / "ck"), *flags])
+    return "%run " + " ".join([SCRIPT, *TINY, "--out-dir", str(tmp_path / "out"), *flags])
 
 
 def test_run_twice_and_resume_in_one_kernel(tmp_path):
-    """%run works, again in the same kernel, and --resume there equals a straight run."""
-    nb = execute(notebook(run_line(tmp_path, "--epochs", "2", "--sample-every", "1"),
-                          run_line(tmp_path, "--epochs", "2", "--sample-every", "1", "--out-dir", str(tmp_path / "again"),
-                                   "--checkpoint-dir", str(tmp_path / "ck2")),
+    """%run works, again in the same kernel, and --resume there equals a straight run; the kernel's
+    environment and handlers are as they were; switching the backend in it is one line."""
+    nb = execute(notebook("import os; environment = dict(os.environ)",
+                          run_line(tmp_path, "--epochs", "2", "--sample-every", "1"),
+                          run_line(tmp_path, "--epochs", "2", "--sample-every", "1", "--out-dir", str(tmp_path / "again")),
                           run_line(tmp_path, "--epochs", "3", "--sample-every", "1", "--resume"),
-                          "import signal; print(signal.getsignal(signal.SIGINT))"), tmp_path)
-    first, second, resumed, handler = nb.cells
+                          "import signal; print(signal.getsignal(signal.SIGINT), environment == dict(os.environ))",
+                          "%env KERAS_BACKEND=jax",
+                          run_line(tmp_path, "--epochs", "1", "--out-dir", str(tmp_path / "jax")),
+                          "import tensorflow; print(tensorflow.constant(6) * 7)"), tmp_path)
+    _, first, second, resumed, handler, _, switched, tensorflow = nb.cells
     assert "Epoch 2/2: d_loss" in text(first) and "Done:" in text(first)
     assert len(images(first)) >= 2 + 2  # the two grids as they are saved, the curves at the end
     assert losses(tmp_path / "out")[:2] == losses(tmp_path / "again")  # the second run in the kernel is the same run
     assert "Resuming from" in text(resumed) and "Epoch 3/3" in text(resumed)
-    assert "default_int_handler" in text(handler)  # the kernel's own handler is back
+    assert "default_int_handler" in text(handler) and "True" in text(handler)  # as the kernel had them
+    assert "Keras is already loaded with tensorflow in this kernel: restart" in text(switched)
+    assert text(switched).count("\n") == 1 and not (tmp_path / "jax").exists()
+    assert "42" in text(tensorflow)  # the user's own import still works
     straight = straight_run(tmp_path / "straight", "--epochs", "3", "--sample-every", "1")
-    assert losses(tmp_path / "out") == losses(straight / "out")
-    assert same_arrays(checkpoint_arrays(tmp_path / "ck" / "checkpoint.npz"),
-                       checkpoint_arrays(straight / "ck" / "checkpoint.npz"))
+    assert losses(tmp_path / "out") == losses(straight)
+    assert same_arrays(checkpoint_arrays(tmp_path / "out" / "checkpoint.npz"),
+                       checkpoint_arrays(straight / "checkpoint.npz"))
 
 
 def test_the_kernels_stop_button_stops_at_a_step_and_resumes_exactly(tmp_path):
@@ -88,11 +94,11 @@ def test_the_kernels_stop_button_stops_at_a_step_and_resumes_exactly(tmp_path):
                 seen += reply["content"]["text"]
             if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
                 break
-        stopped = re.search(r"Stopped during epoch (\d+); the checkpoint holds epoch (\d+)\. Resume with: (.*)", seen)
-        assert stopped, seen[-2000:]
-        assert stopped[3].startswith("%run ") and stopped[3].endswith("--resume")
-        held = int(stopped[2])
-        assert checkpoint_epoch(tmp_path / "ck" / "checkpoint.npz") == held
+        stopped = re.search(r"Stopped; \S+checkpoint.npz holds epoch (\d+); resume with: (.*)", seen)
+        assert stopped and "Traceback" not in seen, seen[-2000:]
+        assert stopped[2].startswith("%run ") and stopped[2].endswith("--resume")
+        held = int(stopped[1])
+        assert checkpoint_meta(tmp_path / "out" / "checkpoint.npz")["epoch"] == held
         answer = client.execute_interactive("print(6 * 7)", timeout=None)
         assert answer["content"]["status"] == "ok"
     finally:
@@ -102,8 +108,8 @@ def test_the_kernels_stop_button_stops_at_a_step_and_resumes_exactly(tmp_path):
     nb = execute(notebook(run_line(tmp_path, "--epochs", str(resumed_to), "--score-digits", "0", "--resume")), tmp_path)
     assert f"Epoch {resumed_to}/{resumed_to}" in text(nb.cells[0])
     straight = straight_run(tmp_path / "straight", "--epochs", str(resumed_to), "--score-digits", "0")
-    assert same_arrays(checkpoint_arrays(tmp_path / "ck" / "checkpoint.npz"),
-                       checkpoint_arrays(straight / "ck" / "checkpoint.npz"))
+    assert same_arrays(checkpoint_arrays(tmp_path / "out" / "checkpoint.npz"),
+                       checkpoint_arrays(straight / "checkpoint.npz"))
 
 
 def test_the_scripts_cells_run_one_after_another(tmp_path):
@@ -113,7 +119,7 @@ def test_the_scripts_cells_run_one_after_another(tmp_path):
         source = f.read()
     cells = [c for c in re.split(r"^(?=# %%)", source, flags=re.M) if c.strip()]
     assert len(cells) >= 8 and sum("def get_generator(" in c for c in cells) == 1
-    tiny = (f"main({[*TINY, '--epochs', '1', '--out-dir', str(tmp_path / 'out'), '--checkpoint-dir', str(tmp_path / 'ck')]!r})")
+    tiny = f"main({[*TINY, '--epochs', '1', '--out-dir', str(tmp_path / 'out')]!r})"
     nb = execute(notebook(f"import os; os.chdir({ROOT!r})", *cells, "get_generator(100).summary()", tiny), tmp_path)
     assert "1,486,352" in re.sub(r"\x1b\[[0-9;]*m", "", text(nb.cells[-2]))  # the tutorial's generator
     assert "Epoch 1/1: d_loss" in text(nb.cells[-1]) and (tmp_path / "out" / "generator.keras").exists()
@@ -127,7 +133,10 @@ def test_the_readmes_notebook_cells_run_as_written(tmp_path):
     section = readme[readme.index("## In Colab or Jupyter"):readme.index("\n## ", readme.index("## In Colab or Jupyter") + 3)]
     cells = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(cells) == 2 and cells[1].startswith("%run gan_mnist.py")
-    tiny = " ".join([*TINY, "--epochs", "1", "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck")])
-    nb = execute(notebook(f"%cd {ROOT}", cells[0], cells[1].strip() + " " + tiny), tmp_path)
+    tiny = " ".join([*TINY, "--epochs", "1", "--out-dir", str(tmp_path / "out")])
+    nb = execute(notebook(f"%cd {ROOT}", cells[0], "import sys; print('keras' in sys.modules)",
+                          cells[1].strip() + " " + tiny), tmp_path)
     assert re.search(r"\d+\.\d+\.\d+ 3\.\d+", text(nb.cells[1])), text(nb.cells[1])  # the versions
+    assert text(nb.cells[2]).strip() == "False"  # the version cell loaded no library
+    nb.cells.pop(2)
     assert "Epoch 1/1: d_loss" in text(nb.cells[2]) and images(nb.cells[2])

@@ -22,8 +22,8 @@ def changed(before, weights):
     return [not np.array_equal(b, np.array(w)) for b, w in zip(before, weights)]
 
 
-def tiny_step(ema_decay=0.0, seed=0, turns=(1, 2)):
-    generator, discriminator, gan = build(turns=turns)
+def tiny_step(ema_decay=0.0, seed=0):
+    generator, discriminator, gan = build()
     ema = gan_mnist.get_ema_generator(generator) if ema_decay else None
     x_train = np.random.default_rng(0).uniform(-1, 1, (64, 784)).astype(np.float32)
     step = gan_mnist.make_train_step(generator, discriminator, gan, x_train, 16, 100, 0.9,
@@ -49,16 +49,6 @@ def test_models_are_the_tutorials():
     assert float(gan.optimizer.learning_rate) == np.float32(2e-4) and gan.optimizer.beta_1 == 0.5
 
 
-def test_model_shapes_and_ranges():
-    generator, discriminator, gan = build()
-    noise = np.random.default_rng(0).normal(size=(5, 100)).astype(np.float32)
-    images = generator.predict_on_batch(noise)
-    assert images.shape == (5, 784) and np.all(np.abs(images) <= 1)
-    p = discriminator.predict_on_batch(images)
-    assert p.shape == (5, 1) and np.all((p > 0) & (p < 1))
-    assert gan.predict_on_batch(noise).shape == (5, 1)
-
-
 # ------------------------------------------------------------- which weights each half-step changes
 @pytest.mark.backends
 def test_the_whole_step_freezes_the_discriminator_in_the_generator_half():
@@ -77,26 +67,6 @@ def test_the_whole_step_freezes_the_discriminator_in_the_generator_half():
         else:
             assert all(d_changed) and not any(g_changed)
         assert int(gan.optimizer.iterations) == int(discriminator.optimizer.iterations) == 3
-
-
-@needs_tf
-@pytest.mark.parametrize("half", ["generator", "discriminator"])
-def test_each_half_step_changes_only_its_own_model(half):
-    """train_generator leaves the frozen discriminator alone, train_discriminator the generator."""
-    generator, discriminator, gan = build()
-    trained, other = (generator, discriminator) if half == "generator" else (discriminator, generator)
-    step = tf.function(gan_mnist.train_generator if half == "generator" else gan_mnist.train_discriminator)
-    before, other_before = values(trained.trainable_weights), values(other.trainable_weights)
-    for _ in range(5):
-        noise = tf.random.normal((16, 100))
-        if half == "generator":
-            step(gan, generator, noise)
-        else:
-            step(discriminator, tf.random.uniform((16, 784), -1, 1), generator(noise), 0.9)
-    assert all(changed(before, trained.trainable_weights))
-    assert not any(changed(other_before, other.trainable_weights))
-    unused = discriminator.optimizer if half == "generator" else gan.optimizer
-    assert int(unused.iterations.numpy()) == 0
 
 
 @needs_tf
@@ -136,12 +106,11 @@ def keras2_adam(weight, m, v, gradient, t, lr=2e-4, beta_1=0.5, beta_2=0.999, ep
     return weight - lr_t * m / (np.sqrt(v) + epsilon), m, v
 
 
-@pytest.mark.parametrize("turn", [1, 2, None])
+@pytest.mark.parametrize("turn", [1, 2])
 def test_adam_step_numbers_are_the_shared_counters(turn):
     """Three applies of one model's Adam with changing gradients: its weights follow Keras 2's
-    Adam at the shared counter's steps (the discriminator's 1, 3, 5, the generator's 2, 4, 6),
-    or at 1, 2, 3 with its own count."""
-    steps = {1: [1, 3, 5], 2: [2, 4, 6], None: [1, 2, 3]}[turn]
+    Adam at the shared counter's steps (the discriminator's 1, 3, 5, the generator's 2, 4, 6)."""
+    steps = {1: [1, 3, 5], 2: [2, 4, 6]}[turn]
     assert [gan_mnist.adam_step(n, turn) for n in range(3)] == steps
     if not TF:
         return  # JAX's step hands Keras' Adam these numbers: test_one_step_is_the_same_step_on_both_backends
@@ -157,13 +126,12 @@ def test_adam_step_numbers_are_the_shared_counters(turn):
 
 
 @pytest.mark.backends
-@pytest.mark.parametrize("turns", [(1, 2), (None, None)])
-def test_one_batch_takes_keras_2s_adam_steps_for_both_models(turns):
+def test_one_batch_takes_keras_2s_adam_steps_for_both_models():
     """One whole training step (either backend): every weight of both models moves as Keras 2's
-    Adam moves it, at step 1 for the discriminator and 2 for the generator with the shared
-    counter (1 and 1 with their own). The gradient is read back from the first moment, m = g / 2."""
-    step, generator, discriminator, gan, _ = tiny_step(turns=turns)
-    models = [(discriminator, discriminator.optimizer, 1), (generator, gan.optimizer, 2 if turns[1] else 1)]
+    Adam moves it, at step 1 for the discriminator and 2 for the generator, as the tutorial's one
+    shared Adam counted them. The gradient is read back from the first moment, m = g / 2."""
+    step, generator, discriminator, gan, _ = tiny_step()
+    models = [(discriminator, discriminator.optimizer, 1), (generator, gan.optimizer, 2)]
     before = [values(model.trainable_weights) for model, _, _ in models]
     step()
     for (model, optimizer, t), start in zip(models, before):
@@ -180,11 +148,13 @@ def test_one_batch_takes_keras_2s_adam_steps_for_both_models(turns):
 def test_fused_adam_matches_keras_adam():
     """FusedAdam reads Keras' private _get_variable_index, _momentums and _velocities."""
     weights = [keras.Variable(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)) for _ in range(2)]
-    fused, plain = gan_mnist.get_optimizer(0.01, 0.5), keras.optimizers.Adam(0.01, beta_1=0.5)
+    fused, plain = gan_mnist.get_optimizer(0.01, 0.5, 1), keras.optimizers.Adam(0.01, beta_1=0.5)
     assert isinstance(fused, gan_mnist.FusedAdam)
     for optimizer, weight in zip((fused, plain), weights):
         optimizer.build([weight])
-        for k in range(3):
+        for k in range(3):  # plain Keras Adam at the shared counter's steps 1, 3, 5
+            if optimizer is plain:
+                optimizer.iterations.assign(2 * k)
             optimizer.apply([tf.fill((3, 4), 0.5 - k)], [weight])
     np.testing.assert_allclose(weights[0].numpy(), weights[1].numpy(), rtol=1e-6, atol=1e-7)
     assert not np.array_equal(weights[0].numpy(), np.linspace(-1, 1, 12).reshape(3, 4))

@@ -1,0 +1,75 @@
+"""The opt-in extras that change what is trained: --precision bfloat16 (Keras mixed precision, with
+float32 weights, optimizer state and outputs) and --minibatch-stddev N (ProGAN's minibatch standard
+deviation: the discriminator also sees how varied each group of N digits is)."""
+import keras
+import numpy as np
+import pytest
+
+import gan_mnist
+from conftest import TINY, checkpoint_arrays, losses, pixels, refused, same_arrays
+
+BF16 = ["--precision", "bfloat16", "--sample-every", "1000", *TINY]
+STDDEV = ["--minibatch-stddev", "4", "--sample-every", "1000", *TINY]
+
+
+def resumed_equals_straight(main, tmp_path, capsys, flags, other):
+    """Two epochs straight, against one epoch then --resume (refused without the flag)."""
+    assert main("--epochs", "2", *flags, "--out-dir", str(tmp_path / "a")) == 0
+    assert main("--epochs", "1", *flags) == 0
+    refused(main("--epochs", "2", *TINY, "--sample-every", "1000", "--resume"), capsys.readouterr().err, other)
+    assert main("--epochs", "2", *flags, "--resume") == 0
+    assert losses(tmp_path / "out") == losses(tmp_path / "a")
+    assert same_arrays(checkpoint_arrays(tmp_path / "out" / "checkpoint.npz"),
+                       checkpoint_arrays(tmp_path / "a" / "checkpoint.npz"))
+    # --generate draws the last grid again from generator.keras
+    assert main("--generate", str(tmp_path / "a" / "generator.keras"), "--out", str(tmp_path / "g.png")) == 0
+    assert np.array_equal(pixels(tmp_path / "g.png"), pixels(tmp_path / "a" / "gan_generated_image_epoch_2.png"))
+
+
+def test_bfloat16_run_resume_refusal_and_generate(main, tmp_path, capsys):
+    resumed_equals_straight(main, tmp_path, capsys, BF16, "precision")
+    model = keras.models.load_model(tmp_path / "a" / "generator.keras", compile=False)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.compute_dtype for layer in dense] == ["bfloat16"] * 3 + ["float32"]
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir", str(tmp_path / "fp")) == 0
+    (_, d_bf, g_bf), (_, d_fp, g_fp) = losses(tmp_path / "a")[0], losses(tmp_path / "fp")[0]
+    assert (d_bf, g_bf) != (d_fp, g_fp)
+    assert abs(float(d_bf) - float(d_fp)) < 0.05 and abs(float(g_bf) - float(g_fp)) < 0.05
+    assert keras.config.dtype_policy().name == "float32"  # the global policy as it was
+
+
+def feature(discriminator, digits):
+    """The discriminator's features after the minibatch-stddev layer, at inference."""
+    index = [layer.name for layer in discriminator.layers].index("minibatch_stddev")
+    x = keras.ops.convert_to_tensor(digits)
+    for layer in discriminator.layers[: index + 1]:
+        x = layer(x, training=False)
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.backends
+def test_the_stddev_feature_is_each_groups_mean_stddev():
+    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5, 1), minibatch_stddev=4)
+    dense = [layer for layer in discriminator.layers if isinstance(layer, keras.layers.Dense)]
+    # the tutorial's layers; the third Dense sees the 512 features and the new one
+    assert [tuple(layer.kernel.shape) for layer in dense] == [(784, 1024), (1024, 512), (513, 256), (256, 1)]
+    digits = np.random.default_rng(0).uniform(-1, 1, (8, 784)).astype(np.float32)
+    digits[4:] = digits[4]  # the second group: four copies of one digit
+    x = feature(discriminator, digits)
+    expected = np.sqrt(x[:4, :512].var(axis=0) + 1e-8).mean()
+    assert x.shape == (8, 513) and np.allclose(x[:4, 512], expected, rtol=1e-5)
+    assert np.allclose(x[4:, 512], 1e-4) and expected > 0.01  # identical digits: no spread at all
+    other = digits.copy()
+    other[0] = -other[0]  # a digit changed in one group changes that group's feature only
+    y = feature(discriminator, other)
+    assert not np.allclose(y[1:4, 512], x[1:4, 512]) and np.array_equal(y[4:], x[4:])
+    default = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5, 1))
+    assert "minibatch_stddev" not in [layer.name for layer in default.layers]
+    assert default.count_params() == 1_460_225 and gan_mnist.MINIBATCH_STDDEV == 0
+
+
+def test_stddev_run_resume_refusal_and_generate(main, tmp_path, capsys):
+    resumed_equals_straight(main, tmp_path, capsys, STDDEV, "minibatch_stddev")
+    assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir", str(tmp_path / "d")) == 0
+    assert losses(tmp_path / "d")[0] != losses(tmp_path / "a")[0]  # it trains something else
