@@ -482,9 +482,8 @@ def fall_back_to_subset(data, error):
     return read_digits("subset")[0]
 
 # ---------------------------------------------------------------------------- the digit scores
-# A small MNIST CNN (data/digit_classifier.npz, by data/make_digit_classifier.py) reads fixed generated
-# digits at every grid: the Frechet distance (FD, as FID) of its features from real digits', a classifier
-# score (as the Inception score, 1 to 10), each class's share and their KL from MNIST's (the mix KL).
+# A small MNIST CNN (data/digit_classifier.npz) scores fixed generated digits at every grid: FD (FID's Frechet
+# distance on its features), the Inception score's formula (1 to 10), each class's share, their KL from MNIST's.
 MNIST_CLASS_SHARES = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]) / 60000
 SCORE_COLUMNS = (["epoch", "frechet_distance", "classifier_score", "top_class", "top_share"]
                  + [f"share_{digit}" for digit in range(10)] + ["mix_kl"])
@@ -548,7 +547,6 @@ def score_noise(seed, random_dim, count):
 def describe_scores(row):
     return f"FD {row[1]:.2f}  score {row[2]:.2f}  most common: {row[3]}s {row[4]:.0%}  mix KL {row[15]:.3f}"
 
-# ------------------------------------------------------------------- the plots of a run's history
 def plot_loss(history, path):
     """Both losses (means over each epoch's steps) against the epoch."""
     epochs, d_loss, g_loss = (np.array([row[i] for row in history]) for i in range(3))
@@ -598,8 +596,8 @@ def grid_noise(rng, random_dim):
 
 def command(args, resume):
     """The line that runs this again where the user is: a shell, %run or main()."""
-    argv = [a for a in args.argv if a != "--resume"] + (["--resume"] if resume else [])
-    if args.called == "main":
+    argv = [a for a in args._argv if a != "--resume"] + (["--resume"] if resume else [])
+    if args._called == "main":
         return f"gan_mnist.main({argv!r})"
     return f"{'%run' if IN_IPYTHON else 'python'} {shlex.join([sys.argv[0]] + argv)}"
 
@@ -631,7 +629,7 @@ class Run:
         self.grid_rng = np.random.default_rng(args.seed)  # its own stream: plotting never shifts training
         self.fixed_noise = grid_noise(self.grid_rng, args.random_dim)
         self.score_noise = score_noise(args.seed, args.random_dim, args.score_digits)
-        print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if k not in ("argv", "called")))
+        print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if v is not None and k[0] != "_"))
         if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
             tf.config.experimental.enable_op_determinism()  # same seed, same run on a GPU too
         if BACKEND == "jax" and "tensorflow" not in sys.modules:  # Keras would load TensorFlow just to seed it
@@ -655,11 +653,17 @@ class Run:
                 raise UsageError(f"another run is using {folder}: wait, or pick another --out-dir") from None
             except OSError as e:
                 raise UsageError(f"cannot write to folder {folder} ({e.strerror}): pick another --out-dir") from None
+        self.stop, self.handlers = False, {s: signal.signal(s, self.stopping) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc):
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
         for lock in self.locks:
             lock.close()
+
+    def stopping(self, signum, frame):  # Ctrl-C, SIGTERM: noticed after the step they land in, as TensorFlow's
+        self.stop = True  # C code cannot take a KeyboardInterrupt raised inside it
 
     def read_checkpoint(self):
         """(meta, arrays) to resume; refused if missing, damaged, or made with other settings or digits."""
@@ -677,8 +681,7 @@ class Run:
                                  "without --resume")
         return meta, arrays
 
-    def on_disk(self):
-        """The epoch of the checkpoint on disk (0: none): what a stop or a failure can promise."""
+    def on_disk(self):  # the epoch of the checkpoint on disk (0: none): what a stop or a failure can promise
         try:
             with np.load(self.checkpoint) as f:
                 return json.loads(str(f["meta"]))["epoch"]
@@ -699,16 +702,15 @@ class Run:
             print(f"Resuming from {self.checkpoint} after epoch {self.saved_epoch} (of --epochs {self.args.epochs}).")
         elif os.path.exists(self.checkpoint):
             print(f"Starting a new run: {self.checkpoint} will be replaced after epoch 1 (--resume continues it).")
-        self.new_epoch()
-        return self.saved_epoch + 1
-
-    def new_epoch(self):
         self.started, self.d_sum, self.g_sum, self.steps = time.perf_counter(), 0.0, 0.0, 0
+        return self.saved_epoch + 1
 
     def after_step(self, d_loss, g_loss):
         if not (0 <= d_loss < 100 and 0 <= g_loss < 100):  # NaN, inf, or a saturated sigmoid
             self.diverged(f"step {self.steps + 1}", d_loss, g_loss)
         self.d_sum, self.g_sum, self.steps = self.d_sum + d_loss, self.g_sum + g_loss, self.steps + 1
+        if self.stop:
+            raise KeyboardInterrupt
 
     def end_epoch(self, epoch):
         """Check the weights before anything of the epoch is written, then record its losses."""
@@ -752,8 +754,7 @@ class Run:
                            "scores": self.scores, "grid_rng": self.grid_rng.bit_generator.state})
         arrays = {f"v{i}": a for i, a in enumerate(self.arrays)}
         save_atomically(self.checkpoint, lambda tmp: np.savez(tmp, meta=meta, **arrays))
-        self.saved_epoch = epoch
-        self.new_epoch()
+        self.saved_epoch, self.started, self.d_sum, self.g_sum, self.steps = epoch, time.perf_counter(), 0.0, 0.0, 0
 
     def finish(self):
         """generator.keras, and the run's pictures below a notebook cell."""
@@ -772,7 +773,6 @@ class Run:
             return f"{self.checkpoint} holds epoch {self.on_disk()}; resume with: {command(self.args, resume=True)}"
         return f"no checkpoint was written; start again with: {command(self.args, resume=False)}"
 
-# ---------------------------------------------------------------------------- saved generators
 def load_generator(path):
     """A generator.keras: one noise vector in, 784 pixels out."""
     advice = "pass the generator.keras that a training run wrote"
@@ -798,7 +798,7 @@ def generate(args):
         if not os.access(os.path.dirname(out) or ".", os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as e:
-        raise UsageError(f"cannot write --out {out} ({e.strerror}): pick another --out") from None
+        raise UsageError(f"cannot write --out {out} ({e.filename}: {e.strerror}): pick another --out") from None
     generator = load_generator(args.generate)
     plot_generated_images(generator, grid_noise(np.random.default_rng(args.seed), generator.inputs[0].shape[-1]), out)
     print(f"Wrote {out}")
@@ -864,7 +864,7 @@ def get_args(argv=None):
     p.add_argument("--out", help="with --generate: the PNG to write [generated.png beside the model]")
     p.add_argument("--score", metavar="PATH.keras", help="only print the scores of a saved generator")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    args.argv, args.called = list(sys.argv[1:] if argv is None else argv), "script" if argv is None else "main"
+    args._argv, args._called = list(sys.argv[1:] if argv is None else argv), "script" if argv is None else "main"
     return args
 
 def main(argv=None):
