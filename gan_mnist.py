@@ -30,6 +30,7 @@ BETA_1 = 0.5  # Adam beta_1 (tutorial: 0.5)
 EPOCHS = 400  # passes over the training digits (tutorial: 400)
 BATCH_SIZE = 128  # real digits per step; each step also makes as many fakes (tutorial: 128)
 REAL_LABEL = 0.9  # one-sided label smoothing: reals are labelled 0.9, fakes 0 (tutorial: 0.9)
+STEPS_PER_CALL = 50  # batches a compiled call trains (tutorial: 1); same steps, less overhead; a stop waits for it
 SEED = 10  # seeds numpy and Keras: same seed, same machine, same run (tutorial: 10)
 EMA_DECAY = 0.999  # grids come from a moving average of the generator's weights; 0 = raw (tutorial)
 PRECISION = "float32"  # "bfloat16": layers compute in bfloat16, weights stay float32 (tutorial: float32)
@@ -181,27 +182,30 @@ def train_generator(gan, generator, noise):
 
 def make_train_step(generator, discriminator, gan, x_train, batch_size, random_dim, real_label,
                     rng, ema_generator=None, ema_decay=0.0):
-    """The tutorial's loop body, one compiled TensorFlow graph; `rng` draws the noise and the real batch."""
+    """The tutorial's loop body, `steps` times in one compiled call (its overhead paid once); `rng` draws the noise."""
     if BACKEND == "jax":  # extra: the same step for Keras' JAX backend
         return make_jax_train_step(generator, discriminator, gan, x_train, batch_size, random_dim,
                                    real_label, rng, ema_generator, ema_decay)  # extra
     images = tf.convert_to_tensor(x_train)
 
-    @tf.function
-    def train_step():
-        # Get a random set of input noise and images (with replacement, as in the tutorial)
-        noise = keras.random.normal((batch_size, random_dim), seed=rng)
-        index = keras.random.randint((batch_size,), 0, len(x_train), seed=rng)
-        image_batch = tf.gather(images, index)
-        # Generate fake MNIST images
-        generated_images = generator(noise, training=False)
-        d_loss = train_discriminator(discriminator, image_batch, generated_images, real_label)
-        # Train generator on fresh noise
-        noise = keras.random.normal((batch_size, random_dim), seed=rng)
-        g_loss = train_generator(gan, generator, noise)
-        if ema_generator is not None:  # extra: the moving average that draws the grids
-            update_ema(ema_generator, generator, ema_decay, tf.cast(gan.optimizer.iterations, "float32"))  # extra
-        return d_loss, g_loss
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])  # one graph for any number of steps
+    def train_step(steps):
+        losses = tf.TensorArray(tf.float32, size=steps)  # each step's (d_loss, g_loss)
+        for i in tf.range(steps):
+            # Get a random set of input noise and images (with replacement, as in the tutorial)
+            noise = keras.random.normal((batch_size, random_dim), seed=rng)
+            index = keras.random.randint((batch_size,), 0, len(x_train), seed=rng)
+            image_batch = tf.gather(images, index)
+            # Generate fake MNIST images
+            generated_images = generator(noise, training=False)
+            d_loss = train_discriminator(discriminator, image_batch, generated_images, real_label)
+            # Train generator on fresh noise
+            noise = keras.random.normal((batch_size, random_dim), seed=rng)
+            g_loss = train_generator(gan, generator, noise)
+            if ema_generator is not None:  # extra: the moving average that draws the grids
+                update_ema(ema_generator, generator, ema_decay, tf.cast(gan.optimizer.iterations, "float32"))  # extra
+            losses = losses.write(i, tf.stack([d_loss, g_loss]))
+        return losses.stack()
 
     return train_step
 
@@ -235,11 +239,12 @@ def train(x_train, args, run):
     start = run.begin(generator, discriminator, gan, ema_generator, rng)  # extra: 1, or after the checkpoint
 
     for e in range(start, args.epochs + 1):
-        with tqdm(range(batch_count), desc=f"Epoch {e}/{args.epochs}", leave=False, disable=None) as bar:
-            for _ in bar:  # (disable=None: no bar in a log file, which gets the epoch lines)
-                d_loss, g_loss = (float(loss) for loss in train_step())
-                run.after_step(d_loss, g_loss)  # extra: a diverged loss ends the run here
+        with tqdm(total=batch_count, desc=f"Epoch {e}/{args.epochs}", leave=False, disable=None) as bar:
+            for done in range(0, batch_count, args.steps_per_call):  # extra: several batches a call
+                steps = min(args.steps_per_call, batch_count - done)  # (the epoch's last call: the rest)
+                d_loss, g_loss = run.after_steps(train_step(steps))  # extra: a diverged loss ends the run here
                 bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
+                bar.update(steps)  # (disable=None: no bar in a log file, which gets the epoch lines)
         run.end_epoch(e)  # extra: checks the weights, writes losses.csv
         if e == 1 or e % args.sample_every == 0 or e == args.epochs:
             path = os.path.join(args.out_dir, f"gan_generated_image_epoch_{e}.png")  # the tutorial's name
@@ -374,8 +379,8 @@ def minibatch_stddev_layer(group):
 # -------------------------------------------------------------------------- Keras' JAX backend
 def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, random_dim, real_label,
                         rng, ema_generator=None, ema_decay=0.0):
-    """make_train_step for KERAS_BACKEND=jax: the same step with Keras' stateless API, compiled by jax.jit.
-    Each call reads every variable, runs the step and writes them back (for the checkpoint and grids)."""
+    """make_train_step for KERAS_BACKEND=jax: the same steps with Keras' stateless API, by lax.scan in one jax.jit
+    call (compiled once per number of steps); it reads every variable and writes them back (checkpoint, grids)."""
     import jax
     import jax.numpy as jnp
 
@@ -416,8 +421,7 @@ def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, rand
         logits, d_fixed = discriminator_logits(d_train, d_fixed, fakes)
         return sigmoid_cross_entropy(jnp.ones_like(logits), logits), (g_fixed, d_fixed)
 
-    @jax.jit
-    def step(state):
+    def step(state, _):  # one step, as lax.scan calls it: (state, unused) -> (state, its losses)
         g_train, g_fixed, d_train, d_fixed, d_slots, g_slots, ema, (seed,) = state
         with keras.StatelessScope(state_mapping=[(rng.state, seed)]) as scope:
             noise = keras.random.normal((batch_size, random_dim), seed=rng)
@@ -436,13 +440,15 @@ def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, rand
             t = g_slots[g_steps].astype("float32")  # update_ema's rule
             rate = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
             ema = [e - (1.0 - rate) * (e - w) for e, w in zip(ema, g_train + g_fixed)]
-        return dl, gl, [g_train, g_fixed, d_train, d_fixed, d_slots, g_slots, ema, [seed]]
+        return [g_train, g_fixed, d_train, d_fixed, d_slots, g_slots, ema, [seed]], jnp.stack([dl, gl])
 
-    def train_step():
-        d, g, state = step([[v.value for v in group] for group in groups])
+    steps_in_one_call = jax.jit(lambda state, steps: jax.lax.scan(step, state, length=steps), static_argnums=1)
+
+    def train_step(steps):
+        state, losses = steps_in_one_call([[v.value for v in group] for group in groups], steps)
         for variable, value in zip(sum(groups, []), sum(state, [])):
             variable.assign(value)
-        return d, g
+        return losses
 
     return train_step
 
@@ -509,8 +515,7 @@ class DigitScorer:
                else "pass a file that data/make_digit_classifier.py wrote") + ", or --score-digits 0 for no scores"
         self.model = get_digit_classifier()
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            raw = pathlib.Path(path).read_bytes()
             with np.load(io.BytesIO(raw)) as f:
                 arrays = {name: f[name] for name in f.files}
             self.model.set_weights([arrays[f"w{i}"] for i in range(len(self.model.weights))])
@@ -553,8 +558,7 @@ def plot_loss(history, path):
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.plot(epochs, d_loss, label="discriminator loss")
     ax.plot(epochs, g_loss, label="generator loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("binary cross-entropy (epoch mean)")
+    ax.set(xlabel="epoch", ylabel="binary cross-entropy (epoch mean)")
     ax.legend()
     fig.tight_layout()
     save_figure(fig, path)
@@ -563,10 +567,9 @@ def plot_scores(scores, real, path):
     """FD, classifier score, the largest class share and the mix KL against the epoch; dashed: real digits."""
     rows = np.array(scores, dtype=np.float64)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    for ax, column, title in zip(axes, (1, 2, 4, 15), ("Frechet distance (lower is better)",
-                                                       "classifier score (1 to 10, higher is better)",
-                                                       "share of the most common digit",
-                                                       "mix KL from MNIST's classes (lower is better)")):
+    titles = ("Frechet distance (lower is better)", "classifier score (1 to 10, higher is better)",
+              "share of the most common digit", "mix KL from MNIST's classes (lower is better)")
+    for ax, column, title in zip(axes, (1, 2, 4, 15), titles):
         ax.plot(rows[:, 0], rows[:, column], marker="o", markersize=3)
         ax.axhline(real[SCORE_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
         ax.set_title(title, fontsize=10)
@@ -579,9 +582,8 @@ def plot_scores(scores, real, path):
 def save_gif(grid_paths, path, size=300):
     """The grids in epoch order as an animated GIF, downscaled to `size` pixels a side."""
     frames = [Image.open(p).convert("L").resize((size, size), Image.LANCZOS) for p in grid_paths]
-    durations = [400] * (len(frames) - 1) + [2000]  # linger on the last grid
-    save_atomically(path, lambda tmp: frames[0].save(
-        tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))
+    save_atomically(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                                     loop=0, duration=[400] * (len(frames) - 1) + [2000]))  # last: 2 s
 
 def show_in_notebook(*paths):
     """In a Jupyter or Colab kernel, show the pictures below the cell as they are written."""
@@ -653,7 +655,8 @@ class Run:
                 raise UsageError(f"another run is using {folder}: wait, or pick another --out-dir") from None
             except OSError as e:
                 raise UsageError(f"cannot write to folder {folder} ({e.strerror}): pick another --out-dir") from None
-        self.stop, self.handlers = False, {s: signal.signal(s, self.stopping) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.stop, stop = False, lambda *_: setattr(self, "stop", True)  # Ctrl-C, SIGTERM: a flag (after_steps)
+        self.handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc):
@@ -661,9 +664,6 @@ class Run:
             signal.signal(s, handler)
         for lock in self.locks:
             lock.close()
-
-    def stopping(self, signum, frame):  # Ctrl-C, SIGTERM: noticed after the step they land in, as TensorFlow's
-        self.stop = True  # C code cannot take a KeyboardInterrupt raised inside it
 
     def read_checkpoint(self):
         """(meta, arrays) to resume; refused if missing, damaged, or made with other settings or digits."""
@@ -705,12 +705,15 @@ class Run:
         self.started, self.d_sum, self.g_sum, self.steps = time.perf_counter(), 0.0, 0.0, 0
         return self.saved_epoch + 1
 
-    def after_step(self, d_loss, g_loss):
-        if not (0 <= d_loss < 100 and 0 <= g_loss < 100):  # NaN, inf, or a saturated sigmoid
-            self.diverged(f"step {self.steps + 1}", d_loss, g_loss)
-        self.d_sum, self.g_sum, self.steps = self.d_sum + d_loss, self.g_sum + g_loss, self.steps + 1
-        if self.stop:
+    def after_steps(self, losses):
+        """A call's (d_loss, g_loss) of each step, summed for the epoch's means; the last step's."""
+        for d_loss, g_loss in keras.ops.convert_to_numpy(losses).tolist():
+            if not (0 <= d_loss < 100 and 0 <= g_loss < 100):  # NaN, inf, or a saturated sigmoid
+                self.diverged(f"step {self.steps + 1}", d_loss, g_loss)
+            self.d_sum, self.g_sum, self.steps = self.d_sum + d_loss, self.g_sum + g_loss, self.steps + 1
+        if self.stop:  # Ctrl-C, SIGTERM: raised here, as TensorFlow's C code cannot take a KeyboardInterrupt
             raise KeyboardInterrupt
+        return d_loss, g_loss
 
     def end_epoch(self, epoch):
         """Check the weights before anything of the epoch is written, then record its losses."""
@@ -807,11 +810,9 @@ def score_file(args):
     """--score: the scores of a saved generator, beside real digits'."""
     if not args.score_digits:
         raise UsageError("--score-digits 0 scores no digits: pass 100 or more with --score")
-    scorer = DigitScorer(args.classifier)
-    generator = load_generator(args.score)
-    real = scorer.real
-    print(f"Real digits: FD {real['frechet_distance']:.2f}  score {real['classifier_score']:.2f}  "
-          f"mix KL {real['mix_kl']:.3f}")
+    scorer, generator = DigitScorer(args.classifier), load_generator(args.score)
+    print("Real digits: FD {frechet_distance:.2f}  score {classifier_score:.2f}  mix KL {mix_kl:.3f}"
+          .format(**scorer.real))
     row = scorer(generator(score_noise(args.seed, generator.inputs[0].shape[-1], args.score_digits), training=False))
     print(f"{args.score} ({args.score_digits} digits, seed {args.seed}): {describe_scores(row)}")
     print("class shares: " + "  ".join(f"{d}: {x:.1%}" for d, x in enumerate(row[5:15])))
@@ -839,6 +840,7 @@ def get_args(argv=None):
             ("--epochs", EPOCHS, whole, "passes over the training digits"),
             ("--batch-size", BATCH_SIZE, whole, "real digits per step"),
             ("--sample-every", SAMPLE_EVERY, whole, "a grid at epoch 1, every N epochs and the last"),
+            ("--steps-per-call", STEPS_PER_CALL, whole, "batches trained by one compiled call"),
             ("--seed", SEED, checked(int, "0 to 2**32 - 1", lambda v: 0 <= v < 2**32), "the random seed"),
             ("--limit", LIMIT, whole, "train on the first N digits only"),
             ("--random-dim", RANDOM_DIM, whole, "length of the generator's noise vector"),
@@ -877,8 +879,7 @@ def main(argv=None):
         elif args.score:
             score_file(args)
         else:
-            run = Run(args)
-            with run:
+            with (run := Run(args)):
                 train(run.x_train, args, run)
         return 0
     except UsageError as e:

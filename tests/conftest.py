@@ -140,12 +140,12 @@ def wait_for_line(process, text, timeout=HANG):
 
 
 def patch_step(monkeypatch, after):
-    """Make every training step that train() builds call after(n, generator, losses) once the
-    step has run (n = 1, 2, ... across the run); what it returns is what train() gets."""
+    """Make every training step that train() builds call after(n, generator, losses) once the call
+    that ran it has returned (n = 1, 2, ... across the run); what it returns is what train() gets."""
     import gan_mnist
     real = gan_mnist.make_train_step
 
     def make_train_step(generator, *args, **kwargs):
         step, calls = real(generator, *args, **kwargs), itertools.count(1)
-        return lambda: after(next(calls), generator, step())
+        return lambda steps: np.array([after(next(calls), generator, losses) for losses in np.array(step(steps))])
     monkeypatch.setattr(gan_mnist, "make_train_step", make_train_step)

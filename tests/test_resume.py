@@ -13,9 +13,10 @@ from conftest import QUICK, TINY, checkpoint_arrays, checkpoint_meta, generator_
 
 @pytest.mark.backends
 def test_stopped_then_resumed_equals_uninterrupted(main, run, tmp_path):
+    """And --steps-per-call changes nothing trained: 1 a call straight through, 3 + 3 + 2, then 8 (the default)."""
     settings = ["--sample-every", "1000", *TINY]  # grids at epochs 1 and 3 only
-    assert main("--epochs", "3", *settings, "--out-dir", str(tmp_path / "full")) == 0
-    assert main("--epochs", "1", *settings) == 0
+    assert main("--epochs", "3", *settings, "--steps-per-call", "1", "--out-dir", str(tmp_path / "full")) == 0
+    assert main("--epochs", "1", *settings, "--steps-per-call", "3") == 0
     resumed = run("--epochs", "3", *settings, "--resume")  # a new process, as after a crash
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from" in resumed.stdout and "after epoch 1" in resumed.stdout
