@@ -114,13 +114,17 @@ def test_the_kernels_stop_button_stops_at_a_step_and_resumes_exactly(tmp_path):
 
 def test_the_scripts_cells_run_one_after_another(tmp_path):
     """The `# %%` cells of gan_mnist.py, run in order in a kernel as a notebook made from the file
-    would run them (the tutorial's parts, then the harness), then a tiny main([...])."""
+    would run them (the tutorial's parts, then the harness), then a tiny main([...]): first in another
+    folder than the clone's (a new Colab notebook's /content), which it names as the fault, then in the clone."""
     with open(SCRIPT) as f:
         source = f.read()
     cells = [c for c in re.split(r"^(?=# %%)", source, flags=re.M) if c.strip()]
     assert len(cells) >= 8 and sum("def get_generator(" in c for c in cells) == 1
     tiny = f"main({[*TINY, '--epochs', '1', '--out-dir', str(tmp_path / 'out')]!r})"
-    nb = execute(notebook(f"import os; os.chdir({ROOT!r})", *cells, "get_generator(100).summary()", tiny), tmp_path)
+    panel = next(c for c in cells if "HERE = " in c)  # run again in the clone: its paths follow the folder
+    nb = execute(notebook(*cells, f"assert {tiny} == 2", f"os.chdir({ROOT!r})", panel, "get_generator(100).summary()",
+                          tiny), tmp_path)
+    assert "run in the clone (data/ is there)" in text(nb.cells[len(cells)])  # not "damaged", not "git checkout" alone
     assert "1,486,352" in re.sub(r"\x1b\[[0-9;]*m", "", text(nb.cells[-2]))  # the tutorial's generator
     assert "Epoch 1/1: d_loss" in text(nb.cells[-1]) and (tmp_path / "out" / "generator.keras").exists()
 
