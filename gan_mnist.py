@@ -307,10 +307,9 @@ def save_figure(fig, path, grey=False):
                            else pathlib.Path(tmp).write_bytes(png.getvalue()))
 
 def write_csv(path, columns, rows):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([columns, *rows])
-    save_atomically(path, write)
+    text = io.StringIO()
+    csv.writer(text).writerows([columns, *rows])
+    save_atomically(path, lambda tmp: pathlib.Path(tmp).write_bytes(text.getvalue().encode()))
 
 # -------------------------------------------------------------- the step's speed and exactness
 def adam_step(iterations, turn):
@@ -554,19 +553,17 @@ def describe_scores(row):
 
 def plot_loss(history, path):
     """Both losses (means over each epoch's steps) against the epoch."""
-    epochs, d_loss, g_loss = (np.array([row[i] for row in history]) for i in range(3))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.plot(epochs, d_loss, label="discriminator loss")
-    ax.plot(epochs, g_loss, label="generator loss")
+    rows = np.array(history, dtype=np.float64)  # epoch, d_loss, g_loss, seconds
+    fig, ax = plt.subplots(figsize=(8, 5), layout="tight")
+    ax.plot(rows[:, 0], rows[:, 1:3], label=["discriminator loss", "generator loss"])
     ax.set(xlabel="epoch", ylabel="binary cross-entropy (epoch mean)")
     ax.legend()
-    fig.tight_layout()
     save_figure(fig, path)
 
 def plot_scores(scores, real, path):
     """FD, classifier score, the largest class share and the mix KL against the epoch; dashed: real digits."""
     rows = np.array(scores, dtype=np.float64)
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4), layout="tight")
     titles = ("Frechet distance (lower is better)", "classifier score (1 to 10, higher is better)",
               "share of the most common digit", "mix KL from MNIST's classes (lower is better)")
     for ax, column, title in zip(axes, (1, 2, 4, 15), titles):
@@ -576,7 +573,6 @@ def plot_scores(scores, real, path):
         ax.set_xlabel("epoch")
     axes[0].set_yscale("log")
     axes[0].legend()
-    fig.tight_layout()
     save_figure(fig, path)
 
 def save_gif(grid_paths, path, size=300):
