@@ -133,26 +133,30 @@ def floor_ms(dtype="float32", repeats=50, rounds=15):
     return total * 1000, flop
 
 
-def jax_floor_ms(dtype="float32", calls=50, rounds=5):
-    """floor_ms, timed by JAX: one jitted multiply per call (XLA would hoist a loop-invariant
-    multiply out of a loop), less a jitted call that multiplies nothing."""
+def jax_floor_ms(dtype="float32", repeats=50, rounds=15):
+    """floor_ms, timed by JAX as floor_ms times it by TensorFlow: `repeats` multiplies in one jitted
+    loop, less the same loop with no multiply. Optimization barriers keep XLA from hoisting the
+    loop-invariant multiply out of the loop or computing only the element read."""
     import jax
 
-    def median_call(fn, a, b):
-        fn(a, b).block_until_ready()
+    def per_multiply(a, b, ta, tb, multiply=True):
+        def body(_, carry):
+            a, b, acc = jax.lax.optimization_barrier(carry)
+            c = jax.lax.optimization_barrier((a.T if ta else a) @ (b.T if tb else b)) if multiply else a
+            return a, b, acc + c[0, 0].astype("float32")
+        loop = jax.jit(lambda a, b: jax.lax.fori_loop(0, repeats, body, (a, b, 0.0))[2])
+        loop(a, b).block_until_ready()
         times = []
-        for _ in range(rounds * calls):
+        for _ in range(rounds):
             t = time.perf_counter()
-            fn(a, b).block_until_ready()
-            times.append(time.perf_counter() - t)
+            loop(a, b).block_until_ready()
+            times.append((time.perf_counter() - t) / repeats)
         return statistics.median(times)
     total, key = 0.0, jax.random.PRNGKey(0)
-    nothing = jax.jit(lambda a, b: a[:1, :1] + b[:1, :1])
     for m, k, n, ta, tb in matmul_shapes():
         a = jax.random.normal(key, (k, m) if ta else (m, k)).astype(dtype)
         b = jax.random.normal(key, (n, k) if tb else (k, n)).astype(dtype)
-        multiply = jax.jit(lambda a, b, ta=ta, tb=tb: (a.T if ta else a) @ (b.T if tb else b))
-        total += median_call(multiply, a, b) - median_call(nothing, a, b)
+        total += per_multiply(a, b, ta, tb) - per_multiply(a, b, ta, tb, multiply=False)
     return total * 1000
 
 
