@@ -1,7 +1,7 @@
 """Speed of one training step: the tutorial's loop vs gan_mnist.py's on TensorFlow and on JAX,
 and the compute floor of each.
 
-    python tests/benchmark.py            # about four minutes on 2 CPU cores
+    python tests/benchmark.py            # about six minutes on 2 CPU cores
 
 In one process, on the same data (the bundled subset), after a warm-up, it measures the median
 milliseconds per training step at batch 128 of
@@ -15,7 +15,9 @@ milliseconds per training step at batch 128 of
   (d) the same step on Keras' JAX backend (KERAS_BACKEND=jax), float32 and bfloat16, in a second
       process that takes its turn in every round (a backend is chosen once per process);
 and the floors: the matrix multiplies one step needs, each timed at its exact shape and summed,
-in float32 and in bfloat16, by TensorFlow and by JAX. Without JAX installed, (d) is left out.
+by TensorFlow and by JAX, in float32 in every round beside the steps (the ratios step / floor
+compare like with like on a machine whose speed drifts), and in bfloat16 at the end. Without JAX
+installed, (d) is left out.
 Not collected by pytest (the file name does not start with test_).
 """
 import json
@@ -32,8 +34,11 @@ import numpy as np  # noqa: E402
 
 if gan_mnist.BACKEND == "tensorflow":
     import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")  # the floors build a tf.function per shape: its retracing notice misleads
 
 BATCH, DIM, WARMUP, STEPS, ROUNDS = 128, gan_mnist.RANDOM_DIM, 15, 20, 10  # STEPS: or one call's steps
+FLOOR_ROUNDS = 2  # a float32 floor's timings in each of the ROUNDS (the bfloat16 floors: 15, at the end)
+LOOPS = {}  # the floors' compiled loops, built once, timed in every round
 G_SIZES = [DIM, 256, 512, 1024, 784]   # generator Dense layers: in -> out
 D_SIZES = [784, 1024, 512, 256, 1]     # discriminator Dense layers
 
@@ -110,13 +115,17 @@ def floor_ms(dtype="float32", repeats=50, rounds=15):
     Each is timed as `repeats` back-to-back multiplies inside one graph, less the same loop with
     no multiply, so the figure holds no Python or dispatch overhead."""
     def per_multiply(a, b, ta, tb, multiply=True):
-        @tf.function
-        def loop(a, b):
-            def body(i, acc):
-                c = tf.matmul(a, b, transpose_a=ta, transpose_b=tb) if multiply else a
-                return i + 1, acc + tf.cast(c[0, 0], "float32")
-            return tf.while_loop(lambda i, acc: i < repeats, body, (0, 0.0),
-                                 parallel_iterations=1)[1]
+        key = ("tf", dtype, tuple(a.shape), tuple(b.shape), ta, tb, multiply)
+        if key not in LOOPS:
+            @tf.function
+            def loop(a, b):
+                def body(i, acc):
+                    c = tf.matmul(a, b, transpose_a=ta, transpose_b=tb) if multiply else a
+                    return i + 1, acc + tf.cast(c[0, 0], "float32")
+                return tf.while_loop(lambda i, acc: i < repeats, body, (0, 0.0),
+                                     parallel_iterations=1)[1]
+            LOOPS[key] = loop
+        loop = LOOPS[key]
         loop(a, b).numpy()
         times = []
         for _ in range(rounds):
@@ -144,7 +153,8 @@ def jax_floor_ms(dtype="float32", repeats=50, rounds=15):
             a, b, acc = jax.lax.optimization_barrier(carry)
             c = jax.lax.optimization_barrier((a.T if ta else a) @ (b.T if tb else b)) if multiply else a
             return a, b, acc + c[0, 0].astype("float32")
-        loop = jax.jit(lambda a, b: jax.lax.fori_loop(0, repeats, body, (a, b, 0.0))[2])
+        key = ("jax", dtype, a.shape, b.shape, ta, tb, multiply)
+        loop = LOOPS.setdefault(key, jax.jit(lambda a, b: jax.lax.fori_loop(0, repeats, body, (a, b, 0.0))[2]))
         loop(a, b).block_until_ready()
         times = []
         for _ in range(rounds):
@@ -190,8 +200,10 @@ def jax_worker():
     print(json.dumps({"ready": list(steps)}), flush=True)
     for line in sys.stdin:
         name = line.strip()
-        if name == "floors":
-            print(json.dumps({"floor": jax_floor_ms(), "bf16_floor": jax_floor_ms("bfloat16")}), flush=True)
+        if name == "floor":  # one round's float32 floor, in seconds, as timed() answers
+            print(json.dumps([jax_floor_ms(rounds=FLOOR_ROUNDS) / 1000]), flush=True)
+        elif name == "floors":
+            print(json.dumps({"bf16_floor": jax_floor_ms("bfloat16")}), flush=True)
         else:
             print(json.dumps(timed(steps[name])), flush=True)
 
@@ -215,14 +227,17 @@ def ask(worker, what):
 
 
 def median_ms(steps, jax=None):
-    """Median ms per step for each named step function (and the JAX worker's). They take turns,
-    STEPS steps (or one call) each, for ROUNDS rounds, so a slow spell of a shared machine hits all alike."""
+    """Median ms per step for each named step function (and the JAX worker's), and of the float32
+    floors ("floor", "jax_floor"). They take turns, STEPS steps (or one call) each and a floor, for
+    ROUNDS rounds, so a slow spell of a shared machine hits steps and floors alike."""
     names = list(steps) + (jax[1] if jax else [])
-    times = {name: [] for name in names}
+    times = {name: [] for name in names + ["floor", "jax_floor"]}
     warm(steps)
     for _ in range(ROUNDS):
         for name in names:
             times[name] += timed(steps[name]) if name in steps else ask(jax[0], name)
+        times["floor"].append(floor_ms(rounds=FLOOR_ROUNDS)[0] / 1000)
+        times["jax_floor"] += ask(jax[0], "floor") if jax else [float("nan")]
     return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
@@ -236,7 +251,7 @@ def main():
                     "project_no_ema": project_step(x_train, 0.0),
                     "stddev": project_step(x_train, gan_mnist.EMA_DECAY, minibatch_stddev=4),
                     "bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")}, jax)
-    floor, flop = floor_ms()
+    floor, flop = ms["floor"], sum(2 * m * k * n for m, k, n, _, _ in matmul_shapes())
     bf16_floor, _ = floor_ms("bfloat16")
     print(f"device: {tf.config.list_physical_devices('GPU') or 'CPU'}, "
           f"{os.cpu_count()} cores, TensorFlow {tf.__version__}, Keras {keras.__version__}")
@@ -259,7 +274,7 @@ def main():
           f"bf16_step_ms={bf16:.2f} bf16_floor_ms={bf16_floor:.2f} bf16_vs_fp32={bf16 / step:.2f}x "
           f"bf16_of_floor={bf16 / bf16_floor:.2f}x")
     if jax:
-        floors = ask(jax[0], "floors")
+        floors = {**ask(jax[0], "floors"), "floor": ms["jax_floor"]}
         jax[0].stdin.close()
         j, jb = ms["jax"], ms["jax_bf16"]
         print(f"{'(d) the same step on JAX (jax.jit)':<44}{j:9.2f}")
