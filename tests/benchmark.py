@@ -110,29 +110,29 @@ def matmul_shapes():
     return shapes
 
 
+def seconds_per_multiply(loop, a, b, repeats, rounds):
+    """The median over `rounds` runs of a compiled loop of `repeats` multiplies (after one to compile), per multiply."""
+    np.asarray(loop(a, b))  # np.asarray waits for the result on either backend
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        np.asarray(loop(a, b))
+        times.append((time.perf_counter() - t) / repeats)
+    return statistics.median(times)
+
+
 def floor_ms(dtype="float32", repeats=50, rounds=15):
     """Sum over matmul_shapes() of the median time of one multiply at that shape, in `dtype`.
     Each is timed as `repeats` back-to-back multiplies inside one graph, less the same loop with
     no multiply, so the figure holds no Python or dispatch overhead."""
     def per_multiply(a, b, ta, tb, multiply=True):
+        def loop(a, b):
+            def body(i, acc):
+                c = tf.matmul(a, b, transpose_a=ta, transpose_b=tb) if multiply else a
+                return i + 1, acc + tf.cast(c[0, 0], "float32")
+            return tf.while_loop(lambda i, acc: i < repeats, body, (0, 0.0), parallel_iterations=1)[1]
         key = ("tf", dtype, tuple(a.shape), tuple(b.shape), ta, tb, multiply)
-        if key not in LOOPS:
-            @tf.function
-            def loop(a, b):
-                def body(i, acc):
-                    c = tf.matmul(a, b, transpose_a=ta, transpose_b=tb) if multiply else a
-                    return i + 1, acc + tf.cast(c[0, 0], "float32")
-                return tf.while_loop(lambda i, acc: i < repeats, body, (0, 0.0),
-                                     parallel_iterations=1)[1]
-            LOOPS[key] = loop
-        loop = LOOPS[key]
-        loop(a, b).numpy()
-        times = []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            loop(a, b).numpy()
-            times.append((time.perf_counter() - t) / repeats)
-        return statistics.median(times)
+        return seconds_per_multiply(LOOPS.setdefault(key, tf.function(loop)), a, b, repeats, rounds)
     total, flop = 0.0, 0
     for m, k, n, ta, tb in matmul_shapes():
         a = tf.cast(tf.random.normal((k, m) if ta else (m, k)), dtype)
@@ -155,13 +155,7 @@ def jax_floor_ms(dtype="float32", repeats=50, rounds=15):
             return a, b, acc + c[0, 0].astype("float32")
         key = ("jax", dtype, a.shape, b.shape, ta, tb, multiply)
         loop = LOOPS.setdefault(key, jax.jit(lambda a, b: jax.lax.fori_loop(0, repeats, body, (a, b, 0.0))[2]))
-        loop(a, b).block_until_ready()
-        times = []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            loop(a, b).block_until_ready()
-            times.append((time.perf_counter() - t) / repeats)
-        return statistics.median(times)
+        return seconds_per_multiply(loop, a, b, repeats, rounds)
     total, key = 0.0, jax.random.PRNGKey(0)
     for m, k, n, ta, tb in matmul_shapes():
         a = jax.random.normal(key, (k, m) if ta else (m, k)).astype(dtype)
