@@ -1,7 +1,8 @@
 """Speed of one training step: the tutorial's loop vs gan_mnist.py's on TensorFlow and on JAX,
 and the compute floor of each.
 
-    python tests/benchmark.py            # about six minutes on 2 CPU cores
+    python tests/benchmark.py                     # about six minutes on 2 CPU cores
+    KERAS_BACKEND=jax python tests/benchmark.py   # JAX's lines alone: no TensorFlow needed (a GPU machine)
 
 In one process, on the same data (the bundled subset), after a warm-up, it measures the median
 milliseconds per training step at batch 128 of
@@ -182,14 +183,19 @@ def timed(fn):
     return times
 
 
+def jax_steps():
+    """The JAX steps (under KERAS_BACKEND=jax): STEPS_PER_CALL a call, one a call, and in bfloat16."""
+    keras.utils.set_random_seed(0)
+    x_train, _ = gan_mnist.load_mnist_data("subset")
+    return {"jax": project_step(x_train, gan_mnist.EMA_DECAY),
+            "jax_1": project_step(x_train, gan_mnist.EMA_DECAY, steps=1),
+            "jax_bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")}
+
+
 def jax_worker():
     """`benchmark.py --jax-worker` under KERAS_BACKEND=jax: builds the JAX steps, then runs STEPS
     steps of the one named on each stdin line and answers with their times (JSON lines)."""
-    keras.utils.set_random_seed(0)
-    x_train, _ = gan_mnist.load_mnist_data("subset")
-    steps = {"jax": project_step(x_train, gan_mnist.EMA_DECAY),
-             "jax_1": project_step(x_train, gan_mnist.EMA_DECAY, steps=1),
-             "jax_bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")}
+    steps = jax_steps()
     warm(steps)
     print(json.dumps({"ready": list(steps)}), flush=True)
     for line in sys.stdin:
@@ -220,19 +226,41 @@ def ask(worker, what):
     return json.loads(worker.stdout.readline())
 
 
-def median_ms(steps, jax=None):
-    """Median ms per step for each named step function (and the JAX worker's), and of the float32
-    floors ("floor", "jax_floor"). They take turns, STEPS steps (or one call) each and a floor, for
-    ROUNDS rounds, so a slow spell of a shared machine hits steps and floors alike."""
+def median_ms(steps, floors, jax=None):
+    """Median ms per step for each named step function (and the JAX worker's), and of each named
+    float32 floor. They take turns, STEPS steps (or one call) each and a floor, for ROUNDS rounds,
+    so a slow spell of a shared machine hits steps and floors alike."""
     names = list(steps) + (jax[1] if jax else [])
-    times = {name: [] for name in names + ["floor", "jax_floor"]}
+    times = {name: [] for name in names + list(floors)}
     warm(steps)
     for _ in range(ROUNDS):
         for name in names:
             times[name] += timed(steps[name]) if name in steps else ask(jax[0], name)
-        times["floor"].append(floor_ms(rounds=FLOOR_ROUNDS)[0] / 1000)
-        times["jax_floor"] += ask(jax[0], "floor") if jax else [float("nan")]
+        for name, floor in floors.items():
+            times[name] += floor()
     return {name: statistics.median(t) * 1000 for name, t in times.items()}
+
+
+def print_jax(ms, floors):
+    """The JAX lines: ms from median_ms, floors {"floor", "bf16_floor"} in ms."""
+    j, jb = ms["jax"], ms["jax_bf16"]
+    print(f"{'(d) the same step on JAX (jax.jit)':<44}{j:9.2f}")
+    print(f"{'    on JAX, one a call':<44}{ms['jax_1']:9.2f}")
+    print(f"{'    on JAX, --precision bfloat16':<44}{jb:9.2f}")
+    print(f"{'floor on JAX: float32, bfloat16':<44}{floors['floor']:9.2f}{floors['bf16_floor']:9.2f}")
+    print(f"jax_step_ms={j:.2f} jax_floor_ms={floors['floor']:.2f} "
+          f"jax_of_floor={j / floors['floor']:.2f}x jax_one_a_call_of_floor={ms['jax_1'] / floors['floor']:.2f}x "
+          f"jax_bf16_step_ms={jb:.2f} jax_bf16_vs_fp32={jb / j:.2f}x "
+          f"jax_bf16_floor_ms={floors['bf16_floor']:.2f} jax_epoch_60k_s={468 * j / 1000:.1f}")
+
+
+def jax_main():
+    """KERAS_BACKEND=jax python tests/benchmark.py: the JAX lines alone, where TensorFlow is not
+    installed (a GPU machine with JAX)."""
+    import jax
+    ms = median_ms(jax_steps(), {"jax_floor": lambda: [jax_floor_ms(rounds=FLOOR_ROUNDS) / 1000]})
+    print(f"device: {jax.devices()}, {os.cpu_count()} cores, JAX {jax.__version__}, Keras {keras.__version__}")
+    print_jax(ms, {"floor": ms["jax_floor"], "bf16_floor": jax_floor_ms("bfloat16")})
 
 
 def main():
@@ -244,7 +272,9 @@ def main():
                     "project_1": project_step(x_train, gan_mnist.EMA_DECAY, steps=1),
                     "project_no_ema": project_step(x_train, 0.0),
                     "stddev": project_step(x_train, gan_mnist.EMA_DECAY, minibatch_stddev=4),
-                    "bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")}, jax)
+                    "bf16": project_step(x_train, gan_mnist.EMA_DECAY, "bfloat16")},
+                   {"floor": lambda: [floor_ms(rounds=FLOOR_ROUNDS)[0] / 1000],
+                    "jax_floor": lambda: ask(jax[0], "floor") if jax else [float("nan")]}, jax)
     floor, flop = ms["floor"], sum(2 * m * k * n for m, k, n, _, _ in matmul_shapes())
     bf16_floor, _ = floor_ms("bfloat16")
     print(f"device: {tf.config.list_physical_devices('GPU') or 'CPU'}, "
@@ -270,16 +300,9 @@ def main():
     if jax:
         floors = {**ask(jax[0], "floors"), "floor": ms["jax_floor"]}
         jax[0].stdin.close()
-        j, jb = ms["jax"], ms["jax_bf16"]
-        print(f"{'(d) the same step on JAX (jax.jit)':<44}{j:9.2f}")
-        print(f"{'    on JAX, one a call':<44}{ms['jax_1']:9.2f}")
-        print(f"{'    on JAX, --precision bfloat16':<44}{jb:9.2f}")
-        print(f"{'floor on JAX: float32, bfloat16':<44}{floors['floor']:9.2f}{floors['bf16_floor']:9.2f}")
-        print(f"jax_step_ms={j:.2f} jax_vs_tf={j / step:.2f}x jax_floor_ms={floors['floor']:.2f} "
-              f"jax_of_floor={j / floors['floor']:.2f}x jax_one_a_call_of_floor={ms['jax_1'] / floors['floor']:.2f}x "
-              f"jax_bf16_step_ms={jb:.2f} jax_bf16_vs_fp32={jb / j:.2f}x "
-              f"jax_bf16_floor_ms={floors['bf16_floor']:.2f} jax_epoch_60k_s={468 * j / 1000:.1f}")
+        print_jax(ms, floors)
+        print(f"jax_vs_tf={ms['jax'] / step:.2f}x")
 
 
 if __name__ == "__main__":
-    jax_worker() if "--jax-worker" in sys.argv else main()
+    jax_worker() if "--jax-worker" in sys.argv else jax_main() if gan_mnist.BACKEND == "jax" else main()
