@@ -52,6 +52,8 @@ if __name__ == "__main__" and not IN_IPYTHON:
     sys.stdout.reconfigure(line_buffering=True)  # each epoch's line reaches a pipe or a log at once
 KERAS_BEFORE, QUIET = "keras" in sys.modules, "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # fewer TensorFlow notices (Python errors still show)
+if "deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):  # JAX on a GPU sums in a fixed order: same seed,
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true"  # same run
 try:
     import keras
     import matplotlib.pyplot as plt
@@ -62,7 +64,8 @@ try:
                "then set KERAS_BACKEND before %run" if KERAS_BEFORE and WANTED and WANTED != BACKEND else None)
     if BACKEND == "tensorflow" and not TROUBLE:
         import tensorflow as tf
-        tf.config.list_physical_devices()  # its device notices now, while they are quiet
+        if tf.config.list_physical_devices("GPU"):  # its device notices now, while they are quiet
+            tf.config.experimental.enable_op_determinism()  # same seed, same run on a GPU too
 except (ImportError, ValueError) as e:  # KERAS_BACKEND or keras.json names a backend not installed
     TROUBLE = f"Keras cannot load its backend ({e}): pip install -r requirements.txt, or set KERAS_BACKEND"
 except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the libraries load
@@ -631,8 +634,6 @@ class Run:
         self.fixed_noise = grid_noise(self.grid_rng, args.random_dim)
         self.score_noise = score_noise(args.seed, args.random_dim, args.score_digits)
         print("Config: " + ", ".join(f"{k}={v}" for k, v in vars(args).items() if v is not None and k[0] != "_"))
-        if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.enable_op_determinism()  # same seed, same run on a GPU too
         if BACKEND == "jax" and "tensorflow" not in sys.modules:  # Keras would load TensorFlow just to seed it
             sys.modules["tensorflow"] = None
             keras.utils.set_random_seed(args.seed)

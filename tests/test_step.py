@@ -133,7 +133,9 @@ def test_one_batch_takes_keras_2s_adam_steps_for_both_models():
 @pytest.mark.backends
 @pytest.mark.skipif(TF, reason="JAX's random bits")
 def test_the_jax_step_draws_jaxs_random_bits_unrolled():
-    """make_train_step has JAX draw random bits on a CPU unrolled, by its private parts: the same bits, no loop."""
+    """make_train_step has JAX draw random bits on a CPU unrolled, by its private parts: the same bits, no loop;
+    on a GPU, XLA's deterministic sums (set before JAX started: without them same-seed runs differed on an H200)."""
+    assert "--xla_gpu_deterministic_ops=true" in gan_mnist.os.environ["XLA_FLAGS"].split()
     import jax
     from jax._src.random import threefry2x32 as t
     jax.interpreters.mlir.register_lowering(t.threefry2x32_p, t._threefry2x32_cpu_lowering_rule, platform="cpu")
