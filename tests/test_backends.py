@@ -1,6 +1,6 @@
-"""Keras' JAX backend: the tests marked `backends` (smoke, same seed, exact resume on 256 and
-60,000 digits, which weights each half-step changes, the EMA rule, --generate) run again under
-KERAS_BACKEND=jax; checkpoints are refused across backends; generator.keras crosses them."""
+"""Keras' JAX backend: the tests marked `backends` (a tiny run, same seed, exact resume, stops,
+which weights each half-step changes, the EMA rule, --generate) run again under KERAS_BACKEND=jax;
+one step is the same step on both; checkpoints are refused across backends, generators cross."""
 import os
 import subprocess
 import sys
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import gan_mnist
-from conftest import ROOT, SCRIPT, TINY, pixels, refused
+from conftest import ROOT, SCRIPT, TINY, build, pixels, refused
 
 pytest.importorskip("jax")
-on_tensorflow = pytest.mark.skipif(gan_mnist.BACKEND != "tensorflow", reason="runs the JAX side itself")
+on_tensorflow = pytest.mark.skipif(gan_mnist.BACKEND != "tensorflow", reason="starts JAX itself")
 JAX = {**os.environ, "KERAS_BACKEND": "jax"}
 
 
@@ -24,16 +24,18 @@ def nearly_the_same(grid, other):
 
 
 def jax_script(tmp_path, *flags):
-    return subprocess.run([sys.executable, SCRIPT, *flags], env=JAX, capture_output=True, text=True, cwd=tmp_path)
+    return subprocess.run([sys.executable, SCRIPT, *flags], env=JAX, capture_output=True,
+                          text=True, cwd=tmp_path)
 
 
 @on_tensorflow
 def test_the_backend_tests_pass_on_jax():
-    """The tests marked `backends`, in a pytest of their own under KERAS_BACKEND=jax (Keras picks its
-    backend once per process). No time limit: a loaded machine is slow, not broken. A failure
-    names the JAX tests that failed, then shows their output."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "backends", "-p", "no:cacheprovider",
-                             "-p", "no:xdist", os.path.join(ROOT, "tests")], env=JAX, capture_output=True, text=True, cwd=ROOT)
+    """The tests marked `backends`, in a pytest of their own under KERAS_BACKEND=jax (Keras picks
+    its backend once per process). A failure names the JAX tests that failed, then shows their
+    output; a skip there is a failure too."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "backends", "-p",
+                             "no:cacheprovider", "-p", "no:xdist", os.path.join(ROOT, "tests")],
+                            env=JAX, capture_output=True, text=True, cwd=ROOT)
     failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     assert result.returncode == 0, (f"on JAX: {', '.join(failed) or 'the pytest run failed'}\n"
                                     + result.stdout[-4000:] + result.stderr[-2000:])
@@ -45,15 +47,17 @@ def test_the_backend_tests_pass_on_jax():
 def test_checkpoints_are_refused_across_backends_and_generators_cross(main, tmp_path, capsys):
     jax_run = jax_script(tmp_path, "--epochs", "2", *TINY, "--out-dir", "jax_out")
     assert jax_run.returncode == 0, jax_run.stderr
-    refused(main("--epochs", "3", *TINY, "--resume", "--out-dir", str(tmp_path / "jax_out")), capsys.readouterr().err,
-            "backend", "checkpoint.npz")
+    refused(main("--epochs", "3", *TINY, "--resume", "--out-dir", str(tmp_path / "jax_out")),
+            capsys.readouterr().err, "backend", "checkpoint.npz")
     # the JAX run's generator draws its last grid again on TensorFlow
-    assert main("--generate", str(tmp_path / "jax_out" / "generator.keras"), "--out", str(tmp_path / "tf.png")) == 0
+    model = str(tmp_path / "jax_out" / "generator.keras")
+    assert main("--generate", model, "--out", str(tmp_path / "tf.png")) == 0
     jax_grid = pixels(tmp_path / "jax_out" / "gan_generated_image_epoch_2.png")
     assert nearly_the_same(pixels(tmp_path / "tf.png"), jax_grid)
     # and a TensorFlow run's generator on JAX; its checkpoint is refused there
     assert main("--epochs", "2", *TINY) == 0
-    back = jax_script(tmp_path, "--generate", str(tmp_path / "out" / "generator.keras"), "--out", "jax.png")
+    back = jax_script(tmp_path, "--generate", str(tmp_path / "out" / "generator.keras"), "--out",
+                      "jax.png")
     assert back.returncode == 0, back.stderr
     tf_grid = pixels(tmp_path / "out" / "gan_generated_image_epoch_2.png")
     assert nearly_the_same(pixels(tmp_path / "jax.png"), tf_grid)
@@ -70,7 +74,6 @@ def test_one_step_is_the_same_step_on_both_backends(tmp_path):
     lr * sign(gradient), so a weight whose gradient is within rounding of zero may step the other
     way on the other backend: a few such weights in 3 million may differ by up to 2 * lr."""
     import keras
-    from conftest import build
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(1)
     generator, discriminator, _ = build()
@@ -83,10 +86,11 @@ def test_one_step_is_the_same_step_on_both_backends(tmp_path):
     np.savez(tmp_path / "in.npz", **given)
     after = {}
     for backend in ("tensorflow", "jax"):
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "one_step.py"), "in.npz", f"{backend}.npz"],
-                                env={**os.environ, "KERAS_BACKEND": backend,
-                                     "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])},
-                                capture_output=True, text=True, cwd=tmp_path)
+        path = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "one_step.py"),
+                                 "in.npz", f"{backend}.npz"], capture_output=True, text=True,
+                                env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path},
+                                cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         after[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
     tf_after, jax_after = after["tensorflow"], after["jax"]

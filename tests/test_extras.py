@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gan_mnist
-from conftest import TINY, checkpoint_arrays, losses, pixels, refused, same_arrays
+from conftest import TINY, checkpoint, losses, pixels, refused, same_arrays
 
 BF16 = ["--precision", "bfloat16", "--sample-every", "1000", *TINY]
 STDDEV = ["--minibatch-stddev", "4", "--sample-every", "1000", *TINY]
@@ -16,14 +16,17 @@ def resumed_equals_straight(main, tmp_path, capsys, flags, other):
     """Two epochs straight, against one epoch then --resume (refused without the flag)."""
     assert main("--epochs", "2", *flags, "--out-dir", str(tmp_path / "a")) == 0
     assert main("--epochs", "1", *flags) == 0
-    refused(main("--epochs", "2", *TINY, "--sample-every", "1000", "--resume"), capsys.readouterr().err, other)
+    refused(main("--epochs", "2", *TINY, "--sample-every", "1000", "--resume"),
+            capsys.readouterr().err, other)
     assert main("--epochs", "2", *flags, "--resume") == 0
     assert losses(tmp_path / "out") == losses(tmp_path / "a")
-    assert same_arrays(checkpoint_arrays(tmp_path / "out" / "checkpoint.npz"),
-                       checkpoint_arrays(tmp_path / "a" / "checkpoint.npz"))
+    assert same_arrays(checkpoint(tmp_path / "out" / "checkpoint.npz")[1],
+                       checkpoint(tmp_path / "a" / "checkpoint.npz")[1])
     # --generate draws the last grid again from generator.keras
-    assert main("--generate", str(tmp_path / "a" / "generator.keras"), "--out", str(tmp_path / "g.png")) == 0
-    assert np.array_equal(pixels(tmp_path / "g.png"), pixels(tmp_path / "a" / "gan_generated_image_epoch_2.png"))
+    model = tmp_path / "a" / "generator.keras"
+    assert main("--generate", str(model), "--out", str(tmp_path / "g.png")) == 0
+    assert np.array_equal(pixels(tmp_path / "g.png"),
+                          pixels(tmp_path / "a" / "gan_generated_image_epoch_2.png"))
 
 
 def test_bfloat16_run_resume_refusal_and_generate(main, tmp_path, capsys):
@@ -32,11 +35,12 @@ def test_bfloat16_run_resume_refusal_and_generate(main, tmp_path, capsys):
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.compute_dtype for layer in dense] == ["bfloat16"] * 3 + ["float32"]
     assert all(w.dtype == "float32" for w in model.weights)
-    assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir", str(tmp_path / "fp")) == 0
+    assert keras.config.dtype_policy().name == "float32"  # the global policy as it was
+    assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir",
+                str(tmp_path / "fp")) == 0
     (_, d_bf, g_bf), (_, d_fp, g_fp) = losses(tmp_path / "a")[0], losses(tmp_path / "fp")[0]
     assert (d_bf, g_bf) != (d_fp, g_fp)
     assert abs(float(d_bf) - float(d_fp)) < 0.05 and abs(float(g_bf) - float(g_fp)) < 0.05
-    assert keras.config.dtype_policy().name == "float32"  # the global policy as it was
 
 
 def feature(discriminator, digits):
@@ -50,10 +54,11 @@ def feature(discriminator, digits):
 
 @pytest.mark.backends
 def test_the_stddev_feature_is_each_groups_mean_stddev():
-    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5, 1), minibatch_stddev=4)
+    discriminator = gan_mnist.get_discriminator(gan_mnist.get_optimizer(2e-4, 0.5, 1), 4)
     dense = [layer for layer in discriminator.layers if isinstance(layer, keras.layers.Dense)]
     # the tutorial's layers; the third Dense sees the 512 features and the new one
-    assert [tuple(layer.kernel.shape) for layer in dense] == [(784, 1024), (1024, 512), (513, 256), (256, 1)]
+    shapes = [tuple(layer.kernel.shape) for layer in dense]
+    assert shapes == [(784, 1024), (1024, 512), (513, 256), (256, 1)]
     digits = np.random.default_rng(0).uniform(-1, 1, (8, 784)).astype(np.float32)
     digits[4:] = digits[4]  # the second group: four copies of one digit
     x = feature(discriminator, digits)
@@ -71,5 +76,6 @@ def test_the_stddev_feature_is_each_groups_mean_stddev():
 
 def test_stddev_run_resume_refusal_and_generate(main, tmp_path, capsys):
     resumed_equals_straight(main, tmp_path, capsys, STDDEV, "minibatch_stddev")
-    assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir", str(tmp_path / "d")) == 0
+    assert main("--epochs", "1", *TINY, "--sample-every", "1000", "--out-dir",
+                str(tmp_path / "d")) == 0
     assert losses(tmp_path / "d")[0] != losses(tmp_path / "a")[0]  # it trains something else

@@ -1,19 +1,22 @@
-"""One run per folder (an OS lock), and where the script finds its own files."""
+"""One run per folder (an OS lock), files written whole by writers that share no temporary, an
+output that never replaces an input, and where the script finds its own files."""
 import fcntl
 import os
-import subprocess
-import sys
+import pathlib
+import threading
 
-from conftest import HANG, QUICK, ROOT, SCRIPT, losses, ours, refused, start, wait_for_line
+import numpy as np
+
+import gan_mnist
+from conftest import QUICK, SCRIPT, losses, refused, script, start, wait_for_line
 
 
-def test_a_second_run_into_a_locked_folder_is_refused(main, tmp_path, capsys):
+def test_a_second_run_into_a_locked_folder_is_refused_before_it_prints(main, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     with open(tmp_path / "out" / ".lock", "a") as lock:  # as a training run holds it
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        refused(main("--epochs", "1", *QUICK), capsys.readouterr().err, tmp_path / "out")
-        refused(main("--epochs", "1", *QUICK, "--out-dir", str(tmp_path / "o2"), "--checkpoint-dir",
-                     str(tmp_path / "out")), capsys.readouterr().err, tmp_path / "out")
+        refused(main("--epochs", "1", *QUICK), capsys.readouterr().err, "another run", "out")
+        assert capsys.readouterr().out == ""
     assert os.listdir(tmp_path / "out") == [".lock"]
     assert main("--epochs", "1", *QUICK) == 0  # free again
 
@@ -21,21 +24,65 @@ def test_a_second_run_into_a_locked_folder_is_refused(main, tmp_path, capsys):
 def test_two_processes_into_one_folder(tmp_path):
     first = start(tmp_path, "--epochs", "500", *QUICK)
     wait_for_line(first, "Epoch 1/500")
-    second = subprocess.run([sys.executable, SCRIPT, "--epochs", "1", *QUICK, "--out-dir", "out"],
-                            capture_output=True, text=True, timeout=HANG, cwd=tmp_path)
+    second = script("--epochs", "1", *QUICK, "--out-dir", "out", cwd=tmp_path)
     first.kill()
-    first.communicate(timeout=HANG)
+    first.communicate()
     refused(second.returncode, second.stderr, "another run", "out")
-
-
-def test_one_folder_named_two_ways_is_one_lock(main, tmp_path):
-    assert main("--epochs", "1", *QUICK, "--checkpoint-dir", str(tmp_path / "x" / ".." / "out")) == 0
-    assert (tmp_path / "out" / "checkpoint.npz").exists()
 
 
 def test_the_script_run_through_a_symbolic_link_finds_its_data(tmp_path):
     os.symlink(SCRIPT, tmp_path / "gan.py")
-    result = subprocess.run([sys.executable, str(tmp_path / "gan.py"), "--epochs", "1", *QUICK, "--out-dir", "o"],
-                            capture_output=True, text=True, timeout=HANG, cwd=tmp_path)
-    assert result.returncode == 0, ours(result.stderr)
-    assert len(losses(tmp_path / "o")) == 1 and os.path.exists(os.path.join(ROOT, "data", "mnist_5k.npz"))
+    result = script("--epochs", "1", *QUICK, "--out-dir", "o", cwd=tmp_path)
+    assert result.returncode == 0 and len(losses(tmp_path / "o")) == 1, result.stderr
+
+
+def test_a_planted_link_at_a_temporary_name_is_not_followed(main, tmp_path):
+    """Another user of a shared folder plants links where a temporary could be written: their
+    targets stay as they were, and the temporaries a killed run left are removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "victim").write_text("mine")
+    for name in (".tmp-losses.csv", ".tmp-checkpoint.npz", "losses.csv.tmp"):
+        os.symlink(tmp_path / "victim", out / name)
+    (out / ".tmp-killed").mkdir()  # a killed writer's temporary folder
+    (out / ".tmp-killed" / "checkpoint.npz").write_bytes(b"half")
+    assert main("--epochs", "1", *QUICK) == 0
+    assert (tmp_path / "victim").read_text() == "mine" and not (out / ".tmp-killed").exists()
+
+
+def test_writers_of_one_file_share_no_temporary(tmp_path):
+    """Two writers of one file, one held inside its write while the other writes: each writes a
+    whole file of its own, and the file renamed last is there, whole, with no temporary left."""
+    held, go = threading.Event(), threading.Event()
+
+    def slow(tmp):
+        held.set()
+        go.wait(60)
+        pathlib.Path(tmp).write_bytes(b"slow")
+
+    thread = threading.Thread(target=gan_mnist.save_atomically, args=(tmp_path / "f", slow))
+    thread.start()
+    held.wait(60)
+    gan_mnist.save_atomically(tmp_path / "f", lambda tmp: pathlib.Path(tmp).write_bytes(b"fast"))
+    assert (tmp_path / "f").read_bytes() == b"fast"
+    go.set()
+    thread.join(60)
+    assert (tmp_path / "f").read_bytes() == b"slow" and os.listdir(tmp_path) == ["f"]
+
+
+def test_an_output_never_replaces_an_input(main, tmp_path, capsys):
+    """A digits file named as an output in the run's folder, or an output linked to one: refused
+    before anything is written."""
+    (tmp_path / "out").mkdir()
+    with np.load(gan_mnist.bundled("mnist_5k.npz")) as f:
+        np.savez(tmp_path / "out" / "checkpoint.npz", x_train=f["x_train"][:64])
+    data = (tmp_path / "out" / "checkpoint.npz").read_bytes()
+    flags = ["--epochs", "1", "--batch-size", "32", "--score-digits", "0"]
+    refused(main("--data", str(tmp_path / "out" / "checkpoint.npz"), *flags),
+            capsys.readouterr().err, "checkpoint.npz", "--out-dir")
+    os.replace(tmp_path / "out" / "checkpoint.npz", tmp_path / "digits.npz")
+    os.symlink(tmp_path / "digits.npz", tmp_path / "out" / "losses.csv")
+    refused(main("--data", str(tmp_path / "digits.npz"), *flags), capsys.readouterr().err,
+            "losses.csv")
+    assert (tmp_path / "digits.npz").read_bytes() == data
+    assert sorted(os.listdir(tmp_path / "out")) == ["losses.csv"]

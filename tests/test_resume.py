@@ -1,5 +1,7 @@
-"""Checkpoints and --resume: exact continuation (256 and 60,000 digits), refused checkpoints, a
-finished run's files, a linked checkpoint, and a checkpoint kept elsewhere (--checkpoint-dir)."""
+"""Checkpoints and --resume: an exact continuation (whatever the steps a call, fresh grid noise
+too), a checkpoint edited, cut or of other settings refused in one line, a finished run's files,
+a linked checkpoint, and when a checkpoint is written."""
+import json
 import os
 import sys
 
@@ -8,50 +10,76 @@ import pytest
 from PIL import Image
 
 import gan_mnist
-from conftest import QUICK, TINY, checkpoint_arrays, checkpoint_meta, generator_weights, losses, pixels, refused, same_arrays
+from conftest import (QUICK, TINY, checkpoint, generator_weights, losses, pixels, refused,
+                      same_arrays)
 
 
 @pytest.mark.backends
 def test_stopped_then_resumed_equals_uninterrupted(main, run, tmp_path):
-    """And --steps-per-call changes nothing trained: 1 a call straight through, 3 + 3 + 2, then 8 (the default)."""
-    settings = ["--sample-every", "1000", *TINY]  # grids at epochs 1 and 3 only
-    assert main("--epochs", "3", *settings, "--steps-per-call", "1", "--out-dir", str(tmp_path / "full")) == 0
-    assert main("--epochs", "1", *settings, "--steps-per-call", "3") == 0
+    """And --steps-per-call changes nothing trained: 1 a call straight through, 3 + 3 + 2, then
+    the default; fresh noise for every grid (--no-fixed-noise) continues its stream."""
+    settings = ["--sample-every", "2", "--no-fixed-noise", *TINY]
+    assert main("--epochs", "3", *settings, "--steps-per-call", "1", "--out-dir",
+                str(tmp_path / "full")) == 0
+    assert main("--epochs", "2", *settings, "--steps-per-call", "3") == 0
     resumed = run("--epochs", "3", *settings, "--resume")  # a new process, as after a crash
     assert resumed.returncode == 0, resumed.stderr
-    assert "Resuming from" in resumed.stdout and "after epoch 1" in resumed.stdout
+    assert "Resuming from" in resumed.stdout and "after epoch 2" in resumed.stdout
     out, full = tmp_path / "out", tmp_path / "full"
     assert losses(out) == losses(full) and len(losses(out)) == 3
     assert (out / "scores.csv").read_text() == (full / "scores.csv").read_text()
     # every variable: both networks, the EMA copy, optimizer slots, random states
-    assert same_arrays(checkpoint_arrays(out / "checkpoint.npz"), checkpoint_arrays(full / "checkpoint.npz"))
-    assert same_arrays(generator_weights(out / "generator.keras"), generator_weights(full / "generator.keras"))
-    assert np.array_equal(pixels(out / "gan_generated_image_epoch_3.png"), pixels(full / "gan_generated_image_epoch_3.png"))
-    assert Image.open(out / "progress.gif").n_frames == 2  # epochs 1 and 3
-    assert gan_mnist.BACKEND == "tensorflow" or "tensorflow" not in sys.modules  # JAX runs without loading it
+    assert same_arrays(checkpoint(out / "checkpoint.npz")[1],
+                       checkpoint(full / "checkpoint.npz")[1])
+    assert same_arrays(generator_weights(out / "generator.keras"),
+                       generator_weights(full / "generator.keras"))
+    for epoch in (2, 3):
+        grid = f"gan_generated_image_epoch_{epoch}.png"
+        assert np.array_equal(pixels(out / grid), pixels(full / grid))
+    assert Image.open(out / "progress.gif").n_frames == 3  # epochs 1, 2 and 3
+    assert gan_mnist.BACKEND == "tensorflow" or "tensorflow" not in sys.modules  # JAX without TF
 
 
-def test_a_checkpoint_of_other_settings_or_damaged_is_refused(main, tmp_path, capsys):
+def edited(meta, arrays):
+    """Hand edits and damage (a checkpoint cut short and put together again)."""
+    first = next(iter(arrays))
+    yield "another seed", {**meta, "config": {**meta["config"], "seed": 3}}, arrays
+    yield "epoch a string", {**meta, "epoch": "1"}, arrays
+    yield "epoch 10**12", {**meta, "epoch": 10**12}, arrays
+    yield "epoch -5", {**meta, "epoch": -5}, arrays
+    yield "no config", {k: v for k, v in meta.items() if k != "config"}, arrays
+    yield "grid_rng damaged", {**meta, "grid_rng": [1]}, arrays
+    yield "10 of its arrays", meta, dict(list(arrays.items())[:10])
+    yield "no random state", meta, dict(list(arrays.items())[:-1])
+    yield "an array more", meta, {**arrays, "extra": np.zeros(3)}
+    yield "a reshaped array", meta, {**arrays, first: arrays[first].reshape(-1)}
+    yield "NaN weights", meta, {**arrays, first: arrays[first] * np.nan}
+
+
+def test_a_checkpoint_edited_cut_or_of_other_settings_is_refused(main, tmp_path, capsys):
+    """Each in one line, exit code 2, the outputs as they were."""
     assert main("--epochs", "1", *TINY) == 0
     path = tmp_path / "out" / "checkpoint.npz"
     outputs = {p: (tmp_path / "out" / p).read_bytes() for p in os.listdir(tmp_path / "out")}
-    refused(main("--epochs", "2", *TINY, "--batch-size", "16", "--resume"), capsys.readouterr().err, path, "batch_size")
-    refused(main("--epochs", "2", *TINY, "--limit", "128", "--resume"), capsys.readouterr().err, path, "digits")
-    refused(main("--epochs", "2", *TINY, "--seed", "3", "--resume"), capsys.readouterr().err, path, "seed")
+    for flag, value, name in (("--batch-size", "16", "batch_size"), ("--limit", "128", "digits"),
+                              ("--seed", "3", "seed"), ("--score-digits", "300", "score_digits")):
+        refused(main("--epochs", "2", *TINY, flag, value, "--resume"), capsys.readouterr().err,
+                path, name)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # as if the machine died mid-write without rename
+    meta, arrays = checkpoint(path)
+    for why, meta_, arrays_ in edited(meta, arrays):
+        np.savez(path, meta=json.dumps(meta_), **arrays_)
+        refused(main("--epochs", "2", *TINY, "--resume"), capsys.readouterr().err, path)
+        path.write_bytes(data)
+    path.write_bytes(data[:len(data) // 2])  # as if the machine died mid-write without rename
     refused(main("--epochs", "2", *TINY, "--resume"), capsys.readouterr().err, path, "damaged")
     path.write_bytes(data)
-    assert {p: (tmp_path / "out" / p).read_bytes() for p in os.listdir(tmp_path / "out")} == outputs  # nothing written
-    with np.load(path) as f:
-        arrays = dict(f)
-    np.savez(path, **{k: v for k, v in arrays.items() if k != "v3"})  # a variable missing
-    refused(main("--epochs", "2", *TINY, "--resume"), capsys.readouterr().err, path)
+    assert {p: (tmp_path / "out" / p).read_bytes() for p in os.listdir(tmp_path / "out")} == outputs
 
 
 def test_resume_refuses_other_digits_under_the_same_name(main, tmp_path, capsys):
     """The same data file rewritten with other digits (same count) is not resumed."""
-    with np.load(gan_mnist.SUBSET_PATH) as f:
+    with np.load(gan_mnist.bundled("mnist_5k.npz")) as f:
         x = f["x_train"][:256]
     np.savez(tmp_path / "mine.npz", x_train=x)
     flags = ["--data", str(tmp_path / "mine.npz"), "--batch-size", "32", "--score-digits", "0"]
@@ -89,14 +117,19 @@ def test_a_linked_checkpoint_stays_linked(main, tmp_path):
     os.symlink(tmp_path / "store" / "real.npz", tmp_path / "out" / "checkpoint.npz")
     assert main("--epochs", "2", *QUICK, "--resume") == 0
     assert os.path.islink(tmp_path / "out" / "checkpoint.npz")
-    assert checkpoint_meta(tmp_path / "store" / "real.npz")["epoch"] == 2
+    assert checkpoint(tmp_path / "store" / "real.npz")[0]["epoch"] == 2
 
 
-def test_a_checkpoint_dir_of_its_own(main, tmp_path):
-    """--checkpoint-dir (a mounted Drive, say): the checkpoint there, the outputs in --out-dir."""
-    ck = ["--checkpoint-dir", str(tmp_path / "drive")]
-    assert main("--epochs", "1", *QUICK, *ck) == 0
-    assert sorted(os.listdir(tmp_path / "drive")) == [".lock", "checkpoint.npz"]
-    assert not (tmp_path / "out" / "checkpoint.npz").exists()
-    assert main("--epochs", "2", *QUICK, *ck, "--resume") == 0
-    assert len(losses(tmp_path / "out")) == 2 and checkpoint_meta(tmp_path / "drive" / "checkpoint.npz")["epoch"] == 2
+def test_checkpoints_after_epoch_1_then_at_most_every_checkpoint_seconds(main, tmp_path,
+                                                                          monkeypatch):
+    """A clock that moves a second a reading (about 9 an epoch here): --checkpoint-seconds 25
+    writes after epoch 1, then when 25 s have passed, and at the last epoch."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(gan_mnist.time, "perf_counter", lambda: next(clock))
+    written = []
+    real = gan_mnist.Run.save_checkpoint
+    monkeypatch.setattr(gan_mnist.Run, "save_checkpoint",
+                        lambda run: written.append(len(run.history)) or real(run))
+    assert main("--epochs", "7", *QUICK, "--checkpoint-seconds", "25") == 0
+    assert written[0] == 1 and written[-1] == 7 and 2 < len(written) < 6, written
+    assert len(losses(tmp_path / "out")) == 7

@@ -1,5 +1,6 @@
 """Settings: the constants are the flags' defaults, and a bad flag or an edited constant is one
-line and exit code 2 that names it, with no folder created."""
+line and exit code 2 that names it, with no folder created; a slip never starts a run."""
+import argparse
 import os
 import subprocess
 import sys
@@ -13,11 +14,11 @@ from conftest import HANG, QUICK, SCRIPT, TINY, refused
 
 def test_constants_are_the_defaults(monkeypatch):
     monkeypatch.setattr(gan_mnist, "EPOCHS", 7)  # as if edited at the top of the file
-    args = gan_mnist.get_args([])
-    assert (args.epochs, args.batch_size, args.sample_every, args.seed, args.data) == (7, 128, 20, 10, "auto")
-    assert (args.out_dir, args.checkpoint_dir, args.ema_decay, args.limit) == ("runs/{data}", None, 0.999, None)
-    assert (args.precision, args.score_digits, args.minibatch_stddev, args.fixed_noise) == ("float32", 2000, 0, True)
-    assert (args.random_dim, args.learning_rate, args.beta_1, args.real_label) == (100, 0.0002, 0.5, 0.9)
+    args = vars(gan_mnist.get_args([]))
+    constants = {name.lower(): value for name, value in vars(gan_mnist).items() if name.isupper()}
+    settings = {name: args[name] for name in args.keys() & constants.keys()}
+    assert settings == {name: constants[name] for name in settings} and len(settings) == 19
+    assert (args["epochs"], args["steps_per_call"], args["checkpoint_seconds"]) == (7, 50, 60)
     assert gan_mnist.get_args(["--epochs", "3"]).epochs == 3
 
 
@@ -26,9 +27,21 @@ def test_train_gives_each_adam_its_turn_of_the_shared_counter(main, monkeypatch)
     turns 1 and 2 (a train() that dropped them would train with other step numbers)."""
     made = []
     get_optimizer = gan_mnist.get_optimizer
-    monkeypatch.setattr(gan_mnist, "get_optimizer", lambda *a: made.append(get_optimizer(*a)) or made[-1])
+    monkeypatch.setattr(gan_mnist, "get_optimizer",
+                        lambda *a, **k: made.append(get_optimizer(*a, **k)) or made[-1])
     assert main("--epochs", "1", *QUICK, "--limit", "64") == 0
     assert [o.turn for o in made] == [1, 2] and [int(o.iterations) for o in made] == [2, 2]
+
+
+def test_the_bar_moves_ten_times_an_epoch_or_more():
+    """The calls an epoch is cut into: STEPS_PER_CALL steps at most, ten calls or more."""
+    for batches in (8, 39, 468):
+        run = argparse.Namespace(args=gan_mnist.get_args([]), step=0)
+        sizes = []
+        for size in gan_mnist.Run.calls(run, batches):
+            sizes.append(size)
+            run.step += size
+        assert sum(sizes) == batches and len(sizes) >= min(10, batches) and max(sizes) <= 50
 
 
 @pytest.mark.parametrize("flags, names", [
@@ -39,8 +52,8 @@ def test_train_gives_each_adam_its_turn_of_the_shared_counter(main, monkeypatch)
     (["--epochs", "ten"], ["--epochs", "ten"]),
     (["--ema-decay", "1"], ["--ema-decay"]), (["--ema-decay", "nan"], ["--ema-decay"]),
     (["--seed", "-1"], ["--seed"]), (["--seed", str(2**32)], ["--seed"]),
-    (["--generate", "any.keras", "--seed", "-1"], ["--seed"]),
-    (["--score-digits", "50"], ["--score-digits"]), (["--score-digits", "1000000000"], ["--score-digits"]),
+    (["--generate", "any.keras", "--seed", "-1"], ["--seed"]), (["--epochs", "1e3"], ["1e3"]),
+    (["--score-digits", "50"], ["--score-digits"]), (["--score-digits", "10**9"], ["10**9"]),
     (["--learning-rate", "2"], ["--learning-rate"]),
     (["--real-label", "0"], ["--real-label"]),
     (["--precision", "float16"], ["--precision", "float16"]),
@@ -48,7 +61,9 @@ def test_train_gives_each_adam_its_turn_of_the_shared_counter(main, monkeypatch)
     (["--no-such-flag"], ["--no-such-flag"]),
     (["--data", "no/such/file.npz"], ["no/such/file.npz"]),
     (["--data", "subset", "--limit", "16", "--batch-size", "32"], ["--batch-size", "--limit"]),
-    (["--data", "subset", "--minibatch-stddev", "4", "--batch-size", "30"], ["--batch-size", "--minibatch-stddev"]),
+    (["--data", "subset", "--minibatch-stddev", "4", "--batch-size", "30"], ["--minibatch-stddev"]),
+    (["--generate", ""], ["--generate"]), (["--score", ""], ["--score"]),
+    (["--out", "digits.png"], ["--out", "--generate"]), (["--out-dir", ""], ["--out-dir"]),
 ])
 def test_bad_input_is_one_line_and_creates_no_folder(main, tmp_path, capsys, flags, names):
     refused(main(*flags, "--score-digits", "0"), capsys.readouterr().err, *names)
@@ -64,7 +79,8 @@ def test_bad_input_is_one_line_and_creates_no_folder(main, tmp_path, capsys, fla
     ("PRECISION", "float16", "--precision"),
     ("MINIBATCH_STDDEV", 3.0, "--minibatch-stddev"),
 ])
-def test_a_bad_constant_is_refused_as_its_flag(main, monkeypatch, capsys, tmp_path, constant, value, flag):
+def test_a_bad_constant_is_refused_as_its_flag(main, monkeypatch, capsys, tmp_path, constant,
+                                               value, flag):
     monkeypatch.setattr(gan_mnist, constant, value)
     refused(main(*QUICK), capsys.readouterr().err, flag, value)
     assert sorted(os.listdir(tmp_path)) == []
@@ -73,20 +89,16 @@ def test_a_bad_constant_is_refused_as_its_flag(main, monkeypatch, capsys, tmp_pa
 def test_a_bad_constant_in_a_real_process_has_no_traceback(tmp_path):
     source = open(SCRIPT).read().replace("\nEPOCHS = 400 ", "\nEPOCHS = 2.5 ")
     (tmp_path / "gan_mnist.py").write_text(source)
-    result = subprocess.run([sys.executable, str(tmp_path / "gan_mnist.py")], capture_output=True, text=True,
-                            timeout=HANG, cwd=tmp_path)
+    result = subprocess.run([sys.executable, str(tmp_path / "gan_mnist.py")], capture_output=True,
+                            text=True, timeout=HANG, cwd=tmp_path)
     refused(result.returncode, result.stderr, "--epochs", "2.5")
 
 
-@pytest.mark.parametrize("flag, value", [("--score-digits", "2000"), ("--classifier", "copy")])
-def test_resume_refuses_other_score_settings(main, tmp_path, capsys, flag, value):
-    """Scores of another sample size or classifier would mix incomparable rows in scores.csv."""
+def test_resume_refuses_another_classifier(main, tmp_path, capsys):
+    """Scores of another classifier would mix incomparable rows in scores.csv."""
     assert main("--epochs", "1", *TINY) == 0
-    if value == "copy":
-        value = str(tmp_path / "other.npz")
-        with np.load(gan_mnist.CLASSIFIER) as f:
-            arrays = dict(f)
-        arrays["w0"] = arrays["w0"] * 1.01
-        np.savez(value, **arrays)
-    refused(main("--epochs", "2", *TINY, flag, value, "--resume"), capsys.readouterr().err,
-            "score_digits" if flag == "--score-digits" else "classifier_sha256", "checkpoint.npz")
+    with np.load(gan_mnist.bundled("digit_classifier.npz")) as f:
+        arrays = dict(f)
+    np.savez(tmp_path / "other.npz", **{**arrays, "w0": arrays["w0"] * 1.01})
+    flags = ["--classifier", str(tmp_path / "other.npz"), "--resume"]
+    refused(main("--epochs", "2", *TINY, *flags), capsys.readouterr().err, "classifier_sha256")
