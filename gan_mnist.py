@@ -706,8 +706,8 @@ def plot_scores(scores, real, path):
         ax.plot(rows[:, 0], rows[:, column], marker="o", markersize=3)
         ax.axhline(real[SCORE_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
         ax.set(title=title, xlabel="epoch")
+    ax.legend()
     axes[0, 0].set_yscale("log")
-    axes[0, 0].legend()
     save_figure(fig, path)
 
 
@@ -905,6 +905,7 @@ class Run:
         # this run has written no checkpoint: it writes one after its first epoch
         self.last_save = -math.inf
         self.started = time.perf_counter()
+        self.seconds = 0.0
         return len(self.history) + 1
 
     def restore(self, meta, arrays):

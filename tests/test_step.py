@@ -198,7 +198,6 @@ def step_on_60k(seed=10):
     return step, gan_mnist.all_variables(generator, discriminator, gan, ema, rng)
 
 
-@pytest.mark.backends
 def test_the_step_repeats_exactly_from_the_same_state():
     """The same step from the same state 20 times: every variable comes out the same. TensorFlow's
     own gradient of the loss summed four terms in an order chosen at run time, and this gave

@@ -13,8 +13,8 @@ import time
 import pytest
 
 import gan_mnist
-from conftest import (HANG, QUICK, SCRIPT, TINY, checkpoint, leftovers, losses, patch_step,
-                      same_arrays, script, start, straight_run, wait_for_line)
+from conftest import (HANG, QUICK, SCRIPT, checkpoint, leftovers, losses, patch_step,
+                      same_arrays, start, straight_run, wait_for_line)
 
 # 500 epochs, none of them scored or drawn but the first: stopped long before the end
 LONG = ["--epochs", "500", "--sample-every", "1000", *QUICK]
@@ -26,22 +26,18 @@ def stopped_line(out):
     return line, shlex.split(line.split("with: ", 1)[1]) if "with: " in line else None
 
 
-def resumed_equals_straight(tmp_path, command, env=None):
+def resumed_equals_straight(tmp_path, command, env):
     """Run a printed resume command to the checkpoint's epoch + 2; it must equal a straight run."""
     held = checkpoint(tmp_path / "out" / "checkpoint.npz")[0]["epoch"]
     flags = ["--epochs", str(held + 2), "--sample-every", "1000", "--score-digits", "0"]
-    if command[0].startswith("KERAS_BACKEND="):
-        env = {**os.environ, "KERAS_BACKEND": command.pop(0).split("=")[1]}
     resumed = subprocess.run([sys.executable, *command[1:], *flags], capture_output=True,
                              text=True, cwd=tmp_path, timeout=HANG, env=env)
     assert resumed.returncode == 0 and resumed.stderr == "", resumed.stderr
     assert not leftovers(tmp_path / "out")
-    straight = subprocess.run([sys.executable, SCRIPT, *TINY, *flags, "--out-dir", "straight"],
-                              capture_output=True, cwd=tmp_path, timeout=HANG, env=env)
-    assert straight.returncode == 0
-    assert losses(tmp_path / "out") == losses(tmp_path / "straight")
+    straight = straight_run(tmp_path / "straight", *flags)
+    assert losses(tmp_path / "out") == losses(straight)
     assert same_arrays(checkpoint(tmp_path / "out" / "checkpoint.npz")[1],
-                       checkpoint(tmp_path / "straight" / "checkpoint.npz")[1])
+                       checkpoint(straight / "checkpoint.npz")[1])
 
 
 # -------------------------------------------------------------------------------------- stops
@@ -68,35 +64,32 @@ def test_a_stop_while_starting_is_one_line_and_exit_130(tmp_path, signum):
 
 
 @pytest.mark.backends
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_stop_in_training_saves_where_it_is_and_its_command_resumes_exactly(tmp_path, signum):
-    """Ctrl-C or SIGTERM mid-epoch: exit code 130, one line naming the epoch and step the
-    checkpoint holds and a command (with the backend that chose it) that continues bit for bit."""
-    process = start(tmp_path, *LONG, "--out-dir", "out")
-    wait_for_line(process, "Epoch 2/500")
-    time.sleep(random.uniform(0, 0.5))
-    os.killpg(process.pid, signum)
-    stdout, stderr = process.communicate(timeout=HANG)
-    assert process.returncode == 130 and stderr == "", stderr
-    line, command = stopped_line(stdout)
-    meta = checkpoint(tmp_path / "out" / "checkpoint.npz")[0]
-    assert f"holds {meta['step']} steps into epoch {meta['epoch'] + 1}" in line, line
-    assert meta["step"] and command[-1] == "--resume"
-    assert (gan_mnist.BACKEND == "tensorflow") == (command[0] == "python")
-    resumed_equals_straight(tmp_path, command)
-
-
-@pytest.mark.backends
-def test_kill_9_at_any_moment_then_resume_equals_a_straight_run(tmp_path):
-    """A kill loses at most the epochs since the last checkpoint (after epoch 1 here) and leaves
-    at most a temporary folder, which the next run removes."""
-    process = start(tmp_path, *LONG, "--out-dir", "out")
-    wait_for_line(process, "Epoch 1/500")
-    time.sleep(random.uniform(0, 2))
-    process.kill()
-    process.communicate(timeout=HANG)
-    resumed_equals_straight(tmp_path, ["python", SCRIPT, *LONG, "--out-dir", "out", "--resume"],
-                            env={**os.environ})
+def test_stops_and_a_kill_9_then_resume_equal_a_straight_run(tmp_path):
+    """SIGTERM mid-epoch (as Ctrl-C: tests below and in test_notebook.py): exit code 130 and one
+    line naming the steps the checkpoint holds and a command (with the backend that chose it) that
+    continues; then a kill -9 at a random moment, which loses the time since the last checkpoint
+    and leaves at most a temporary that the next run removes. Resumed, the run equals one never
+    stopped, bit for bit."""
+    command = ["python", SCRIPT, *LONG, "--out-dir", "out"]
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        env = {**os.environ}
+        if command[0].startswith("KERAS_BACKEND="):
+            env["KERAS_BACKEND"] = command.pop(0).split("=")[1]
+        process = subprocess.Popen([sys.executable, *command[1:]], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                                   start_new_session=True)
+        wait_for_line(process, "Epoch ")
+        time.sleep(random.uniform(0, 0.5))
+        os.killpg(process.pid, signum)
+        stdout, stderr = process.communicate(timeout=HANG)
+        if signum != signal.SIGKILL:
+            assert process.returncode == 130 and stderr == "", stderr
+            line, command = stopped_line(stdout)
+            meta = checkpoint(tmp_path / "out" / "checkpoint.npz")[0]
+            assert f"holds {meta['step']} steps into epoch {meta['epoch'] + 1}" in line, line
+            assert meta["step"] and command[-1] == "--resume"
+            assert (gan_mnist.BACKEND == "tensorflow") == (command[0] == "python")
+    resumed_equals_straight(tmp_path, command, env)
 
 
 def ctrl_c_at_step(n):
@@ -187,8 +180,8 @@ def limited(size):
 def test_a_failed_write_is_one_line_and_its_resume_command_works(main, tmp_path):
     assert main("--epochs", "1", *QUICK) == 0
     before = (tmp_path / "out" / "checkpoint.npz").read_bytes()
-    result = subprocess.run([sys.executable, SCRIPT, "--epochs", "3", *QUICK, "--out-dir", "out",
-                             "--resume"], capture_output=True, text=True, cwd=tmp_path,
+    result = subprocess.run([sys.executable, SCRIPT, "--epochs", "3", *QUICK, "--out-dir",
+                             str(tmp_path / "out"), "--resume"], capture_output=True, text=True,
                             timeout=HANG, preexec_fn=limited(len(before) // 2))
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "(File too large)" in result.stderr
@@ -196,7 +189,7 @@ def test_a_failed_write_is_one_line_and_its_resume_command_works(main, tmp_path)
     assert (tmp_path / "out" / "checkpoint.npz").read_bytes() == before
     assert not leftovers(tmp_path / "out")
     command = shlex.split(result.stderr.split("resume with: ")[1])
-    assert script(*command[2:], cwd=tmp_path).returncode == 0
+    assert command[:2] == ["python", SCRIPT] and main(*command[2:]) == 0
     assert checkpoint(tmp_path / "out" / "checkpoint.npz")[0]["epoch"] == 3
 
 
