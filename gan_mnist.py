@@ -2,8 +2,8 @@
 
 Stefan Hosein's "Demystifying Generative Adversarial Networks" (2017), its code from
 Zackory/Keras-MNIST-GAN. Read it top to bottom: the imports and the constants, then the
-tutorial's parts in its order and with its names, up to the end of train(). A line there that
-calls the code below the banner (not in the tutorial) is marked "# extra".
+tutorial's parts in its order (with its names, where it named them), up to the end of train(). A
+line there that calls the code below the banner (not in the tutorial) is marked "# extra".
 
     python gan_mnist.py              # the tutorial's 400 epochs, into runs/{data}/
     python gan_mnist.py --help       # the flags: each one overrides its constant below
@@ -19,9 +19,9 @@ import sys
 
 
 def import_libraries():
-    """The tutorial's imports, into this file's globals. Importing the file runs them at once;
-    `python gan_mnist.py` reads its flags first, so --help answers before TensorFlow loads, and
-    load_libraries() below keeps TensorFlow's start-up notices off the screen."""
+    """The tutorial's imports, into this file's globals. Importing the file runs them at once (its
+    last lines); `python gan_mnist.py` reads its flags first, so --help answers before TensorFlow
+    loads, and load_libraries() below keeps TensorFlow's start-up notices off the screen."""
     global np, plt, tqdm, keras, initializers, layers, ops, tf
     import matplotlib.pyplot as plt
     import numpy as np
@@ -93,7 +93,8 @@ def get_optimizer(learning_rate, beta_1, turn):
     """The article's Adam(lr=0.0002, beta_1=0.5), now one for each model: Keras 3 refuses to share
     one. The article's one Adam counted the discriminator's updates as its steps 1, 3, 5, ... and
     the generator's as 2, 4, 6, ...; `turn` (1 or 2) keeps those step numbers (adam_step)."""
-    # extra: keras.optimizers.Adam, at those step numbers (on TensorFlow in one fused kernel)
+    # extra: keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1), its step number t
+    # (in Adam's bias correction) that of the shared counter; on TensorFlow in one fused kernel
     return shared_counter_adam(learning_rate, beta_1, turn)
 
 
@@ -142,9 +143,11 @@ def get_discriminator(optimizer, minibatch_stddev=0):
 # %% The tutorial, 5: the combined model, noise -> generator -> discriminator
 def get_gan_network(discriminator, random_dim, generator, optimizer):
     """The article set `discriminator.trainable = False` here, then toggled it around each
-    train_on_batch. That still works in Keras 3 (each model's train function captures the flag
-    when it is first traced), but a step written by hand says it more plainly: it names the
-    weights it updates, and the combined model's step updates only the generator's."""
+    train_on_batch. That toggle still trains correctly in Keras 3 (measured on TensorFlow and JAX:
+    each model's train function captures the flag when it is first traced). This port writes
+    the step by hand instead, for speed (many batches in one compiled call) and exactness (a
+    fixed order of sums, the shared Adam's step numbers): it names the weights each update
+    changes, and the combined model's updates only the generator's (train_one_batch)."""
     # gan input (noise) will be 100-dimensional vectors
     gan_input = keras.Input(shape=(random_dim,))
     # the output of the generator (an image)
@@ -224,7 +227,8 @@ def train(epochs=EPOCHS, batch_size=BATCH_SIZE, args=None):
     # extra: the run's folders, locked; its losses, grids, scores and checkpoint
     with Run(args, x_train, source) as run:
         # To make sure that we can reproduce the experiment and get the same results
-        set_random_seed(args.seed)  # extra
+        # extra: Keras' set_random_seed, after a fresh Keras session (the layers' names)
+        set_random_seed(args.seed)
         # Build our GAN network (the layers inside compute in PRECISION: extra)
         with precision_policy(args.precision):  # extra
             d_adam = get_optimizer(args.learning_rate, args.beta_1, turn=1)
@@ -232,12 +236,13 @@ def train(epochs=EPOCHS, batch_size=BATCH_SIZE, args=None):
             generator = get_generator(args.random_dim)
             discriminator = get_discriminator(d_adam, args.minibatch_stddev)
             gan = get_gan_network(discriminator, args.random_dim, generator, g_adam)
-        # extra: the moving average of the generator that draws the grids (None: the generator)
+        # extra: a moving average of the generator draws the grids (EMA_DECAY; 0: None, and the
+        # generator draws them, as in the article)
         ema_generator = get_ema_generator(generator, args.ema_decay)
         # the random stream of the noise and the batches
         rng = keras.random.SeedGenerator(args.seed)
-        # extra: train_one_batch several times in one compiled call, its overhead paid once (on
-        # JAX, its own copy of the step); the same steps, several times faster than one a call
+        # extra: train_steps(n) runs train_one_batch n times in one compiled call, its overhead
+        # paid once: the same steps, several times faster than one a call (on JAX, too)
         train_steps = make_train_steps(generator, discriminator, gan, x_train, args, rng,
                                        ema_generator)
         # extra: epoch 1, or where the checkpoint left off (--resume)
@@ -248,15 +253,18 @@ def train(epochs=EPOCHS, batch_size=BATCH_SIZE, args=None):
             # terminal or in a notebook, none in a log file
             with tqdm(total=batch_count, initial=run.step, desc=f"Epoch {e}/{epochs}",
                       leave=False, disable=None) as bar:
-                # extra: the epoch's batches, a few at a time (the bar moves after each call)
+                # extra: the article's loop over the epoch's batches, a few batches a call (the
+                # bar moves after each)
                 for steps in run.calls(batch_count):
-                    d_loss, g_loss = run.after_steps(train_steps(steps))  # extra
+                    # extra: train them; after_steps checks and sums their losses
+                    d_loss, g_loss = run.after_steps(train_steps(steps))
                     bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", refresh=False)
                     bar.update(steps)
             grid = None
             if e == 1 or e % args.sample_every == 0 or e == epochs:
                 path = os.path.join(args.out_dir, f"gan_generated_image_epoch_{e}.png")
-                # extra: the moving average draws it, from the same noise every time
+                # extra: run.sampler is the moving average (or the generator), the noise the same
+                # every time (FIXED_NOISE; or fresh, as in the article)
                 grid = plot_generated_images(run.sampler, run.grid_noise(), path)
             # extra: the epoch's line; at a grid its scores, plots and GIF; the checkpoint when due
             run.end_epoch(e, grid)
@@ -266,7 +274,8 @@ def train(epochs=EPOCHS, batch_size=BATCH_SIZE, args=None):
 # %% Not in the tutorial: the harness (run this cell before calling train or main)
 # =================================================================================================
 # NOT IN THE TUTORIAL. Everything below serves the code above. It changes nothing it trains but
-# the step numbers of the tutorial's shared Adam (adam_step) and the opt-in --minibatch-stddev.
+# the step numbers of the tutorial's shared Adam (adam_step) and what is opt-in
+# (--minibatch-stddev, --precision bfloat16).
 # =================================================================================================
 import argparse  # noqa: E402  (the harness's own imports)
 import builtins  # noqa: E402
@@ -373,7 +382,8 @@ def shared_counter_adam(learning_rate, beta_1, turn):
                 beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon, grad=gradient)
 
     adam = FusedAdam if BACKEND == "tensorflow" else keras.optimizers.Adam
-    optimizer = adam(learning_rate=learning_rate, beta_1=beta_1)
+    # its own name: its variables' names key the checkpoint (Keras 3.13 names both "adam")
+    optimizer = adam(learning_rate=learning_rate, beta_1=beta_1, name=f"adam_{turn}")
     optimizer.turn = turn
     return optimizer
 
@@ -457,7 +467,7 @@ def all_variables(generator, discriminator, gan, ema_generator, rng):
     """Every variable that training changes: both models, both Adams, the EMA copy, the noise's
     random state (what the checkpoint holds)."""
     parts = [generator, discriminator, discriminator.optimizer, gan.optimizer, ema_generator]
-    return [v for part in parts if part is not None for v in part.variables] + [rng.state]
+    return [v for part in parts if part for v in part.variables] + [rng.state]
 
 
 def make_train_steps(generator, discriminator, gan, x_train, args, rng, ema_generator):
@@ -472,7 +482,7 @@ def make_train_steps(generator, discriminator, gan, x_train, args, rng, ema_gene
     def one_step():
         losses = train_one_batch(generator, discriminator, gan, images, args.batch_size,
                                  args.random_dim, args.real_label, rng)
-        if ema_generator is not None:
+        if ema_generator:
             update_ema(ema_generator, generator, args.ema_decay, gan.optimizer.iterations)
         return ops.stack(losses)
 
@@ -505,10 +515,8 @@ def make_jax_train_steps(one_step, variables):
             values = [scope.get_current_value(variable) for variable in variables]
         return values, losses
 
-    def scan(values, steps):
-        return jax.lax.scan(step, values, length=steps)
-
-    steps_in_one_call = jax.jit(scan, static_argnums=1)
+    steps_in_one_call = jax.jit(lambda values, steps: jax.lax.scan(step, values, length=steps),
+                                static_argnums=1)
 
     def train_steps(steps):
         values, losses = steps_in_one_call([variable.value for variable in variables], steps)
@@ -687,7 +695,7 @@ def describe_scores(row):
 def plot_loss(history, path):
     """Both losses (means over each epoch's steps) against the epoch."""
     # epoch, d_loss, g_loss, seconds
-    rows = np.array(history, dtype=np.float64)
+    rows = np.array(history, np.float64)
     fig, ax = plt.subplots(figsize=(8, 5), layout="tight")
     ax.plot(rows[:, 0], rows[:, 1:3], label=["discriminator loss", "generator loss"])
     ax.set(xlabel="epoch", ylabel="binary cross-entropy (epoch mean)")
@@ -698,7 +706,7 @@ def plot_loss(history, path):
 def plot_scores(scores, real, path):
     """FD, classifier score, the largest class's share and the mix KL against the epoch, 2x2;
     dashed: real digits."""
-    rows = np.array(scores, dtype=np.float64)
+    rows = np.array(scores, np.float64)
     fig, axes = plt.subplots(2, 2, figsize=(8, 6.4), layout="tight")
     titles = ("Frechet distance (lower is better)", "classifier score (1 to 10, higher is better)",
               "share of the most common digit", "mix KL from MNIST's classes (lower is better)")
@@ -891,7 +899,7 @@ class Run:
     def begin(self, generator, discriminator, gan, ema_generator, rng):
         """The checkpoint restored with --resume; the first epoch to train."""
         # what draws the grids and generator.keras
-        self.sampler = generator if ema_generator is None else ema_generator
+        self.sampler = ema_generator or generator
         variables = all_variables(generator, discriminator, gan, ema_generator, rng)
         self.variables = {v.path: v for v in variables}
         self.history = []
@@ -992,7 +1000,12 @@ class Run:
                 "config": self.config, "grid_rng": self.grid_rng.bit_generator.state,
                 "argv": self.args._argv}
         meta["sha256"] = digest(meta, arrays)
-        save_atomically(self.checkpoint, lambda tmp: np.savez(tmp, meta=json.dumps(meta), **arrays))
+        # in memory first: numpy 2.0's savez leaves the zip of a failed write open (a traceback
+        # as Python exits)
+        data = io.BytesIO()
+        np.savez(data, meta=json.dumps(meta), **arrays)
+        save_atomically(self.checkpoint,
+                        lambda tmp: pathlib.Path(tmp).write_bytes(data.getbuffer()))
         self.owner = True
         self.last_save = time.perf_counter()
 
@@ -1212,7 +1225,7 @@ def main(argv=None):
         return 2
     except (RunFailed, OSError, MemoryError) as error:
         # training diverged, a write failed (a full disk, ...), or memory ran out
-        why = "out of memory" if isinstance(error, MemoryError) else error
+        why = str(error) or "out of memory"
         if isinstance(error, OSError):
             why = f"cannot write {error.filename} ({error.strerror})"
         print(f"gan_mnist.py: stopped: {why}; {what_next(args)}", file=sys.stderr)

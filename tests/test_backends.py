@@ -1,6 +1,6 @@
 """Keras' JAX backend: the tests marked `backends` (a tiny run, same seed, exact resume, stops,
-which weights each half-step changes, the EMA rule, --generate) run again under KERAS_BACKEND=jax;
-one step is the same step on both; checkpoints are refused across backends, generators cross."""
+which weights each half-step changes, the EMA rule) run again under KERAS_BACKEND=jax; one step
+is the same step on both; checkpoints are refused across backends, generators cross (--generate)."""
 import os
 import subprocess
 import sys

@@ -116,15 +116,19 @@ def test_help_and_a_bad_flag_answer_before_the_libraries_load(tmp_path):
 
 def test_importing_writes_nothing_and_leaves_xla_flags_as_found(tmp_path):
     """Importing loads the libraries (the flag JAX reads as it starts, then put back) and writes
-    nothing. On JAX XLA reads its flags during the import: a flag it does not know stops it."""
-    code = "import os, gan_mnist; print(os.listdir('.'), os.environ.get('XLA_FLAGS'))"
+    nothing. JAX's XLA reads its flags as JAX starts (seen: a spy on its start), during the import:
+    a flag it does not know stops it."""
+    code = ("import os, jax._src.xla_bridge as xb; start = xb.backends; seen = []\n"
+            "xb.backends = lambda: seen.append(os.environ.get('XLA_FLAGS')) or start()\n"
+            "import gan_mnist; print(os.listdir('.'), os.environ.get('XLA_FLAGS'), seen[0])")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "KERAS_BACKEND")}
     env["PYTHONPATH"] = ROOT
     for flags in (None, "--xla_cpu_enable_fast_math=false"):
         given = {**env, "KERAS_BACKEND": "jax", **({"XLA_FLAGS": flags} if flags else {})}
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                                 text=True, env=given)
-        assert result.returncode == 0 and result.stdout == f"[] {flags}\n", result.stderr
+        read = f"{flags or ''} --xla_gpu_deterministic_ops=true"
+        assert result.returncode == 0 and result.stdout == f"[] {flags} {read}\n", result.stderr
     unknown = {**env, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_no_such_flag"}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             env=unknown)
