@@ -15,10 +15,14 @@ pytest.importorskip("ipykernel")
 
 
 def execute(cwd, *sources):
-    """Run the cells in a fresh kernel, as Jupyter's "Run all" does; returns them."""
+    """Run the cells in a fresh kernel, as Jupyter's "Run all" does; returns them, and the
+    progress bars' last states (tqdm's ipywidgets, as Jupyter keeps them)."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
     nbclient.NotebookClient(nb, timeout=HANG, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(cwd)}}).execute()
+    widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    execute.bars = [w["state"] for w in widgets.get("state", {}).values()
+                    if w["model_name"] == "FloatProgressModel"]
     return nb.cells
 
 
@@ -49,6 +53,9 @@ def test_run_twice_and_resume_in_one_kernel(tmp_path):
     _, first, resumed, handler, help_, generate = cells
     assert "Epoch 2/2: d_loss" in text(first) and "Done:" in text(first)
     assert len(images(first)) >= 2 + 2  # the two grids as they are saved, the curves at the end
+    assert any("image/gif" in o.get("data", {}) for o in first.outputs)  # and the GIF
+    # a bar for each epoch (2 + 1), each to the epoch's 8 steps
+    assert [(bar["value"], bar["max"]) for bar in execute.bars] == [(8, 8)] * 3
     assert "Resuming from" in text(resumed) and "Epoch 3/3" in text(resumed)
     assert "default_int_handler" in text(handler) and "True" in text(handler)
     assert text(help_).count("usage: gan_mnist.py") == 1 and text(help_).strip().endswith("0")
