@@ -709,7 +709,7 @@ def plot_scores(scores, real, path):
     rows = np.array(scores, np.float64)
     fig, axes = plt.subplots(2, 2, figsize=(8, 6.4), layout="tight")
     titles = ("Frechet distance (lower is better)", "classifier score (1 to 10, higher is better)",
-              "share of the most common digit", "mix KL from MNIST's classes (lower is better)")
+              "share of the most common digit", "mix KL from MNIST's mix (lower is better)")
     for ax, column, title in zip(axes.flat, (1, 2, 4, 15), titles):
         ax.plot(rows[:, 0], rows[:, column], marker="o", markersize=3)
         ax.axhline(real[SCORE_COLUMNS[column]], linestyle="--", color="grey", label="real digits")
