@@ -187,7 +187,7 @@ def train_one_batch(generator, discriminator, gan, x_train, batch_size, random_d
     X = ops.concatenate([image_batch, generated_images])
     # Labels for generated and real data, with one-sided label smoothing: 0.9 for the reals
     y_dis = ops.concatenate([ops.full((batch_size, 1), real_label),
-                                   ops.zeros((batch_size, 1))])
+                             ops.zeros((batch_size, 1))])
     # Train discriminator: its own weights
     d_loss = train_on_batch(discriminator, X, y_dis, discriminator.trainable_weights)
     # Train generator: fresh noise, labelled real, through the discriminator, which stays frozen

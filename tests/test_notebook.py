@@ -15,15 +15,18 @@ pytest.importorskip("ipykernel")
 
 
 def execute(cwd, *sources):
-    """Run the cells in a fresh kernel, as Jupyter's "Run all" does; returns them, and the
-    progress bars' last states (tqdm's ipywidgets, as Jupyter keeps them)."""
+    """Run the cells in a fresh kernel, as Jupyter's "Run all" does; returns the notebook."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
     nbclient.NotebookClient(nb, timeout=HANG, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def progress_bars(nb):
+    """The progress bars' last states (tqdm's ipywidgets), as Jupyter keeps them in the notebook."""
     widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
-    execute.bars = [w["state"] for w in widgets.get("state", {}).values()
-                    if w["model_name"] == "FloatProgressModel"]
-    return nb.cells
+    return [w["state"] for w in widgets.get("state", {}).values()
+            if w["model_name"] == "FloatProgressModel"]
 
 
 def text(cell):
@@ -43,19 +46,19 @@ def test_run_twice_and_resume_in_one_kernel(tmp_path):
     """%run works, and again in the same kernel (--resume); the kernel's handlers and
     XLA_FLAGS are as they were; main(["--help"]) prints the help and returns
     0; --generate shows its picture."""
-    cells = execute(tmp_path, "import os; environment = dict(os.environ)",
-                    run_line(tmp_path, "--epochs", "2", "--sample-every", "1"),
-                    run_line(tmp_path, "--epochs", "3", "--sample-every", "1", "--resume"),
-                    "import signal, sys; print(signal.getsignal(signal.SIGINT), "
-                    "environment.get('XLA_FLAGS') == os.environ.get('XLA_FLAGS'))",
-                    f"sys.path.insert(0, {ROOT!r}); import gan_mnist; gan_mnist.main(['--help'])",
-                    f"%run {SCRIPT} --generate {tmp_path}/out/generator.keras --out g.png")
-    _, first, resumed, handler, help_, generate = cells
+    nb = execute(tmp_path, "import os; environment = dict(os.environ)",
+                 run_line(tmp_path, "--epochs", "2", "--sample-every", "1"),
+                 run_line(tmp_path, "--epochs", "3", "--sample-every", "1", "--resume"),
+                 "import signal, sys; print(signal.getsignal(signal.SIGINT), "
+                 "environment.get('XLA_FLAGS') == os.environ.get('XLA_FLAGS'))",
+                 f"sys.path.insert(0, {ROOT!r}); import gan_mnist; gan_mnist.main(['--help'])",
+                 f"%run {SCRIPT} --generate {tmp_path}/out/generator.keras --out g.png")
+    _, first, resumed, handler, help_, generate = nb.cells
     assert "Epoch 2/2: d_loss" in text(first) and "Done:" in text(first)
     assert len(images(first)) >= 2 + 2  # the two grids as they are saved, the curves at the end
     assert any("image/gif" in o.get("data", {}) for o in first.outputs)  # and the GIF
     # a bar for each epoch (2 + 1), each to the epoch's 8 steps
-    assert [(bar["value"], bar["max"]) for bar in execute.bars] == [(8, 8)] * 3
+    assert [(bar["value"], bar["max"]) for bar in progress_bars(nb)] == [(8, 8)] * 3
     assert "Resuming from" in text(resumed) and "Epoch 3/3" in text(resumed)
     assert "default_int_handler" in text(handler) and "True" in text(handler)
     assert text(help_).count("usage: gan_mnist.py") == 1 and text(help_).strip().endswith("0")
@@ -118,7 +121,7 @@ def test_the_scripts_cells_run_one_after_another(tmp_path):
     assert len(cells) >= 8 and sum("def get_generator(" in c for c in cells) == 1
     tiny = f"main({[*TINY, '--epochs', '1', '--out-dir', str(tmp_path / 'out')]!r})"
     ran = execute(tmp_path, *cells, f"assert {tiny} == 2", f"%cd {ROOT}",
-                  "get_generator(100).summary()", tiny)
+                  "get_generator(100).summary()", tiny).cells
     assert "run in the clone (data/ is there)" in text(ran[len(cells)])
     assert "1,486,352" in re.sub(r"\x1b\[[0-9;]*m", "", text(ran[-2]))  # the tutorial's generator
     assert "Epoch 1/1: d_loss" in text(ran[-1]) and (tmp_path / "out" / "generator.keras").exists()
@@ -134,7 +137,7 @@ def test_the_readmes_notebook_cells_run_as_written(tmp_path):
     assert len(cells) == 2 and cells[1].startswith("%run gan_mnist.py")
     tiny = " ".join([*TINY, "--epochs", "1", "--out-dir", str(tmp_path / "out")])
     ran = execute(tmp_path, f"%cd {ROOT}", cells[0], "import sys; print('keras' in sys.modules)",
-                  cells[1].strip() + " " + tiny)
+                  cells[1].strip() + " " + tiny).cells
     assert re.search(r"\d+\.\d+\.\d+ 3\.\d+", text(ran[1])), text(ran[1])  # the versions
     assert text(ran[2]).strip() == "False"  # the version cell loaded no library
     assert "Epoch 1/1: d_loss" in text(ran[3]) and images(ran[3])
