@@ -266,7 +266,7 @@ def train(epochs=EPOCHS, batch_size=BATCH_SIZE, args=None):
                 # extra: run.sampler is the moving average (or the generator), the noise the same
                 # every time (FIXED_NOISE; or fresh, as in the article)
                 grid = plot_generated_images(run.sampler, run.grid_noise(), path)
-            # extra: the epoch's line; at a grid its scores, plots and GIF; the checkpoint when due
+            # extra: the epoch's line, at a grid its scores; the checkpoint and plots when due
             run.end_epoch(e, grid)
         run.finish()  # extra: generator.keras
 
@@ -281,6 +281,8 @@ import argparse  # noqa: E402  (the harness's own imports)
 import builtins  # noqa: E402
 import contextlib  # noqa: E402
 import csv  # noqa: E402
+import gc  # noqa: E402
+import glob  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
@@ -306,10 +308,6 @@ BACKEND = None
 
 class UsageError(Exception):
     """Bad input: main() prints the message as one line and exits with code 2."""
-
-
-class RunFailed(Exception):
-    """Training diverged: one line, exit code 1."""
 
 
 # -------------------------------------------------------------------------- loading the libraries
@@ -428,7 +426,7 @@ def get_ema_generator(generator, decay):
     """A copy of the generator that follows its weights' moving average (EMA) and draws cleaner
     grids; never trained itself. None when `decay` is 0: the generator draws them."""
     if not decay:
-        return None
+        return
     with keras.name_scope("ema"):
         ema_generator = keras.models.clone_model(generator)
     ema_generator.set_weights(generator.get_weights())
@@ -459,7 +457,7 @@ def minibatch_stddev_layer(group):
         feature = ops.cast(ops.repeat(stddev, group, axis=0), x.dtype)
         return ops.concatenate([x, feature], axis=-1)
 
-    return layers.Lambda(add_feature, output_shape=lambda shape: (*shape[:-1], shape[-1] + 1),
+    return layers.Lambda(add_feature, output_shape=lambda shape: (shape[0], shape[1] + 1),
                          name="minibatch_stddev")
 
 
@@ -584,8 +582,9 @@ def read_digits(data):
         if data == "subset":
             fix = "run in the clone (data/ is there), or git checkout -- data/mnist_5k.npz"
         raise UsageError(f"cannot read digits from {path} ({why}): {fix}") from None
-    if (x_train.ndim != 3 or x_train.shape[1:] != (28, 28) or not len(x_train)
-            or x_train.dtype.kind not in "iu" or x_train.min() < 0 or x_train.max() > 255):
+    # (the shape's test fails for any other number of dimensions too)
+    if (x_train.shape[1:] != (28, 28) or not len(x_train) or x_train.dtype.kind not in "iu"
+            or x_train.min() < 0 or x_train.max() > 255):
         raise UsageError(f"x_train in {path} holds {x_train.dtype} of shape {x_train.shape}: "
                          "MNIST's digits are integers 0..255 (times 255 if yours are in 0..1) of "
                          "shape (N, 28, 28)")
@@ -651,8 +650,9 @@ class DigitScorer:
             with np.load(io.BytesIO(raw)) as f:
                 arrays = dict(f)
             self.model.set_weights([arrays[f"w{i}"] for i in range(len(self.model.weights))])
-            self.mean = arrays["reference_mean"].astype(np.float64)
-            cov = arrays["reference_cov"].astype(np.float64)
+            # (float64, as data/make_digit_classifier.py writes them)
+            self.mean = arrays["reference_mean"]
+            cov = arrays["reference_cov"]
             self.real = {key: float(arrays["real_" + key])
                          for key in ("frechet_distance", "classifier_score", "top_share")}
         except Exception as error:
@@ -695,7 +695,7 @@ def describe_scores(row):
 def plot_loss(history, path):
     """Both losses (means over each epoch's steps) against the epoch."""
     # epoch, d_loss, g_loss, seconds
-    rows = np.array(history, np.float64)
+    rows = np.array(history)
     fig, ax = plt.subplots(figsize=(8, 5), layout="tight")
     ax.plot(rows[:, 0], rows[:, 1:3], label=["discriminator loss", "generator loss"])
     ax.set(xlabel="epoch", ylabel="binary cross-entropy (epoch mean)")
@@ -706,7 +706,7 @@ def plot_loss(history, path):
 def plot_scores(scores, real, path):
     """FD, classifier score, the largest class's share and the mix KL against the epoch, 2x2;
     dashed: real digits."""
-    rows = np.array(scores, np.float64)
+    rows = np.array(scores)
     fig, axes = plt.subplots(2, 2, figsize=(8, 6.4), layout="tight")
     titles = ("Frechet distance (lower is better)", "classifier score (1 to 10, higher is better)",
               "share of the most common digit", "mix KL from MNIST's mix (lower is better)")
@@ -743,11 +743,12 @@ def save_atomically(path, write):
 
 
 def save_figure(fig, path, grey=False):
-    """The figure as a PNG written whole, then closed; `grey`: 8-bit grey (a grid has no colour)."""
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
+    """The figure as a PNG written whole, then closed; `grey`: 8-bit grey (a grid has no colour).
+    The pixels savefig() would write, without its PNG encoded and read back (0.1 s a grid)."""
+    fig.canvas.draw()
+    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba())
+    image = image.convert("L" if grey else "RGBA")
     plt.close(fig)
-    image = Image.open(png).convert("L") if grey else Image.open(png)
     return save_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
@@ -767,7 +768,7 @@ def save_gif(grid_paths, path, size=300):
 
 def show_in_notebook(*paths):
     """In a Jupyter or Colab kernel, the pictures below the cell, at most 600 pixels wide."""
-    if "ipykernel" in sys.modules and IN_IPYTHON:
+    if "ipykernel" in sys.modules:
         from IPython.display import Image as Picture, display
         for path in filter(os.path.exists, filter(None, paths)):
             display(Picture(filename=path, width=min(Image.open(path).size[0], 600)))
@@ -796,10 +797,9 @@ def lock_folder(folder, flag):
     except BlockingIOError:
         os.close(lock)
         raise UsageError(f"another run is using {folder}: wait, or pick another {flag}") from None
-    for name in os.listdir(folder):
-        if name.startswith(".tmp-"):
-            # a killed writer's temporary (save_atomically)
-            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    for tmp in glob.glob(os.path.join(glob.escape(folder), ".tmp-*")):
+        # a killed writer's temporary (save_atomically)
+        shutil.rmtree(tmp, ignore_errors=True)
     return lock
 
 
@@ -821,6 +821,10 @@ class Run:
                 "ema_decay", "fixed_noise", "precision", "minibatch_stddev", "score_digits")
     OUTPUTS = ("checkpoint.npz", "losses.csv", "scores.csv", "scores.png", "gan_loss.png",
                "progress.gif", "generator.keras")
+    # set on a stop (set_stop); the steps trained of the epoch; the signals' handlers before
+    stop = False
+    step = 0
+    handlers = {}
 
     def __init__(self, args, x_train, source):
         """All that is checked before a folder is made or a model built."""
@@ -837,20 +841,14 @@ class Run:
         self.config.update(data=source, digits=digits, backend=BACKEND,
                            digits_sha256=hashlib.sha256(x_train).hexdigest()[:16],
                            classifier_sha256=self.scorer and self.scorer.fingerprint)
-        self.saved = self.read_checkpoint() if args.resume else None
+        self.saved = args.resume and self.read_checkpoint()
         # the grids' own stream (--no-fixed-noise): plotting never shifts training
         self.grid_rng = np.random.default_rng((args.seed, 2))
-        self.score_noise = draw_noise(np.random.default_rng((args.seed, 1)), args.random_dim,
-                                 args.score_digits)
-        self.stop = False
-        self.step = 0
-        # whether the checkpoint on disk is this run's to replace at a stop (see begin)
-        self.owner = False
+        self.score_noise = draw_noise((args.seed, 1), args.random_dim, args.score_digits)
 
     def __enter__(self):
         """The folder locked; Ctrl-C and SIGTERM set a flag."""
         self.lock = lock_folder(self.args.out_dir, "--out-dir")
-        self.handlers = {}
         # (Python takes signal handlers in the main thread only)
         with contextlib.suppress(ValueError):
             self.handlers = {signum: signal.signal(signum, self.set_stop)
@@ -863,12 +861,14 @@ class Run:
     def __exit__(self, kind, error, traceback):
         """A stop saves where training is, unless the checkpoint on disk is another run's."""
         try:
-            if kind is KeyboardInterrupt and self.stop and self.owner and self.step:
+            # (a step is trained only after begin() has set self.owner)
+            if kind is KeyboardInterrupt and self.stop and self.step and self.owner:
                 self.save_checkpoint()
         finally:
             for signum, handler in self.handlers.items():
                 signal.signal(signum, handler)
             os.close(self.lock)
+            gc.unfreeze()
 
     def set_stop(self, signum, frame):
         # Ctrl-C or SIGTERM: the run stops after the call it lands in (TensorFlow's C code cannot
@@ -900,8 +900,8 @@ class Run:
         """The checkpoint restored with --resume; the first epoch to train."""
         # what draws the grids and generator.keras
         self.sampler = ema_generator or generator
-        variables = all_variables(generator, discriminator, gan, ema_generator, rng)
-        self.variables = {v.path: v for v in variables}
+        self.variables = {v.path: v for v in all_variables(generator, discriminator, gan,
+                                                            ema_generator, rng)}
         self.history = []
         self.scores = []
         self.grids = []
@@ -912,6 +912,9 @@ class Run:
             self.restore(*self.saved)
         # this run has written no checkpoint: it writes one after its first epoch
         self.last_save = -math.inf
+        # Python's garbage collector skips the objects made so far (the libraries', the models')
+        # until the run ends: scanning them took a third of a grid's time
+        gc.freeze()
         self.started = time.perf_counter()
         self.seconds = 0.0
         return len(self.history) + 1
@@ -927,10 +930,8 @@ class Run:
             setattr(self, key, meta[key])
         self.grid_rng.bit_generator.state = meta["grid_rng"]
         self.owner = True
-        where = f"epoch {meta['epoch']}"
-        if self.step:
-            where += f" and {self.step} steps"
-        print(f"Resuming from {self.checkpoint} after {where} (of --epochs {self.args.epochs}).")
+        print(f"Resuming from {self.checkpoint} after {held(meta)} (of --epochs "
+              f"{self.args.epochs}).")
 
     def calls(self, batch_count):
         """The steps each compiled call of the epoch trains, from the step the epoch is at:
@@ -957,12 +958,12 @@ class Run:
 
     def grid_noise(self):
         """The same 100 noise vectors for every grid (those of --generate), or fresh ones."""
-        rng = np.random.default_rng(self.args.seed) if self.args.fixed_noise else self.grid_rng
-        return draw_noise(rng, self.args.random_dim)
+        return draw_noise(self.args.seed if self.args.fixed_noise else self.grid_rng,
+                          self.args.random_dim)
 
     def end_epoch(self, epoch, grid):
-        """The epoch's line; at a grid its scores, the plots and the GIF; the checkpoint when due:
-        after the run's first epoch, CHECKPOINT_SECONDS after the last one, and at the end."""
+        """The epoch's line, at a grid its scores; the checkpoint (and the files it writes) when
+        due: after the run's first epoch, CHECKPOINT_SECONDS after the last one, and at the end."""
         d_loss, g_loss = (total / self.step for total in self.sums)
         self.history.append([epoch, d_loss, g_loss, round(self.seconds, 3)])
         self.step = 0
@@ -975,26 +976,27 @@ class Run:
                 row = self.scorer(self.sampler(self.score_noise, training=False), epoch)
                 self.scores.append([round(x, 4) for x in row])
                 line += f"  | {describe_scores(row)}"
-                write_csv(self.path("scores.csv"), SCORE_COLUMNS, self.scores)
-                plot_scores(self.scores, self.scorer.real, self.path("scores.png"))
-            plot_loss(self.history, self.path("gan_loss.png"))
-            grids = [self.path(f"gan_generated_image_epoch_{e}.png") for e in self.grids]
-            save_gif(grids, self.path("progress.gif"))
         print(line)
         show_in_notebook(grid)
         due = time.perf_counter() - self.last_save >= self.args.checkpoint_seconds
         if due or epoch == self.args.epochs:
-            write_csv(self.path("losses.csv"), ("epoch", "d_loss", "g_loss", "seconds"),
-                      self.history)
             self.save_checkpoint()
         self.started = time.perf_counter()
 
     def save_checkpoint(self):
-        """Every variable, the history and where training is, written whole; not if a weight is
-        not finite (the run has diverged)."""
+        """The losses, scores, their plots and the GIF, then every variable, the history and where
+        training is, each written whole; not if a weight is not finite (the run has diverged)."""
         arrays = {name: ops.convert_to_numpy(v) for name, v in self.variables.items()}
         if not all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f"):
             self.diverged("its end (a weight is not finite)", *self.sums)
+        write_csv(self.path("losses.csv"), ("epoch", "d_loss", "g_loss", "seconds"), self.history)
+        if self.scores:
+            write_csv(self.path("scores.csv"), SCORE_COLUMNS, self.scores)
+            plot_scores(self.scores, self.scorer.real, self.path("scores.png"))
+        if self.grids:
+            plot_loss(self.history, self.path("gan_loss.png"))
+            grids = [self.path(f"gan_generated_image_epoch_{e}.png") for e in self.grids]
+            save_gif(grids, self.path("progress.gif"))
         meta = {"epoch": len(self.history), "step": self.step, "sums": self.sums,
                 "history": self.history, "scores": self.scores, "grids": self.grids,
                 "config": self.config, "grid_rng": self.grid_rng.bit_generator.state,
@@ -1017,9 +1019,10 @@ class Run:
         show_in_notebook(*map(self.path, ("gan_loss.png", "scores.png", "progress.gif")))
 
     def diverged(self, where, d_loss, g_loss):
-        raise RunFailed(f"training diverged in epoch {len(self.history) + 1} at {where} (d_loss "
-                        f"{d_loss:.4g}, g_loss {g_loss:.4g}): lower --learning-rate "
-                        f"({self.args.learning_rate}) or check the data")
+        # (main() prints it as one line, exit code 1)
+        raise FloatingPointError(f"training diverged in epoch {len(self.history) + 1} at {where} "
+                                 f"(d_loss {d_loss:.4g}, g_loss {g_loss:.4g}): lower "
+                                 f"--learning-rate ({self.args.learning_rate}) or check the data")
 
 
 def digest(meta, arrays):
@@ -1041,10 +1044,18 @@ def load_checkpoint(path):
     return meta, arrays
 
 
-def draw_noise(rng, random_dim, count=100):
-    """`count` noise vectors from a numpy Generator: a grid's, or (seed, 1)'s for the scores,
-    fixed for a seed and apart from the grids' stream."""
-    return rng.normal(0, 1, size=(count, random_dim)).astype(np.float32)
+def held(meta):
+    """Where a checkpoint's training is: "epoch 12", or "40 steps into epoch 13"."""
+    if meta["step"]:
+        return f"{meta['step']} steps into epoch {meta['epoch'] + 1}"
+    return f"epoch {meta['epoch']}"
+
+
+def draw_noise(seed, random_dim, count=100):
+    """`count` noise vectors from numpy's generator of `seed` (or from a numpy Generator, which
+    default_rng() returns as it is): a grid's, or (seed, 1)'s for the scores, fixed for a seed
+    and apart from the grids' stream."""
+    return np.random.default_rng(seed).normal(0, 1, size=(count, random_dim)).astype(np.float32)
 
 
 def what_next(args):
@@ -1052,15 +1063,12 @@ def what_next(args):
     checkpoint = os.path.join(args.out_dir, "checkpoint.npz")
     try:
         meta, _ = load_checkpoint(checkpoint)
-        held = f"epoch {meta['epoch']}"
-        if meta["step"]:
-            held = f"{meta['step']} steps into epoch {meta['epoch'] + 1}"
         # the run that wrote it, unless this one resumed it (with the same settings)
         argv = [arg for arg in (args._argv if args.resume else meta["argv"]) if arg != "--resume"]
         resume = command([*argv, "--resume"], args._called, meta["config"]["backend"])
     except Exception:
         return f"no checkpoint was written; start again with: {command(args._argv, args._called)}"
-    return f"{checkpoint} holds {held}; resume with: {resume}"
+    return f"{checkpoint} holds {held(meta)}; resume with: {resume}"
 
 
 # ------------------------------------------------------------------------- --generate, --score
@@ -1091,8 +1099,7 @@ def generate(args):
     lock = lock_folder(folder, "--out") if os.path.exists(os.path.join(folder, ".lock")) else None
     try:
         generator = load_generator(args.generate)
-        grid_noise = draw_noise(np.random.default_rng(args.seed), generator.inputs[0].shape[-1])
-        plot_generated_images(generator, grid_noise, out)
+        plot_generated_images(generator, draw_noise(args.seed, generator.inputs[0].shape[-1]), out)
     finally:
         if lock is not None:
             os.close(lock)
@@ -1106,8 +1113,8 @@ def score_file(args):
         raise UsageError("--score-digits 0 scores no digits: pass 100 or more with --score")
     scorer = DigitScorer(args.classifier)
     generator = load_generator(args.score)
-    rng = np.random.default_rng((args.seed, 1))
-    row = scorer(generator(draw_noise(rng, generator.inputs[0].shape[-1], args.score_digits)))
+    row = scorer(generator(draw_noise((args.seed, 1), generator.inputs[0].shape[-1],
+                                      args.score_digits)))
     print(f"{args.score} ({args.score_digits} digits, seed {args.seed}): {describe_scores(row)}")
 
 
@@ -1197,6 +1204,10 @@ def get_args(argv, called="main"):
     args = p.parse_args(argv)
     if args.out and not args.generate:
         raise UsageError("--out names the PNG that --generate writes: pass --generate too")
+    # before any data are loaded: {data} may stand for any data's folder
+    checkpoint = os.path.join(args.out_dir, "checkpoint.npz")
+    if args.resume and not glob.glob(glob.escape(checkpoint).replace("{data}", "*")):
+        raise UsageError(f"cannot resume: there is no {checkpoint}: start without --resume")
     args._argv = argv
     args._called = called
     return args
@@ -1206,7 +1217,6 @@ def main(argv=None):
     """Every way the script ends, in one place: 0 done, 1 failed (diverged, a write, memory), 2 bad
     input, 130 stopped."""
     called = "script" if argv is None else "main"
-    args = None
     try:
         args = get_args(sys.argv[1:] if argv is None else argv, called)
         load_libraries()
@@ -1223,11 +1233,16 @@ def main(argv=None):
     except UsageError as error:
         print(f"gan_mnist.py: error: {error}", file=sys.stderr)
         return 2
-    except (RunFailed, OSError, MemoryError) as error:
-        # training diverged, a write failed (a full disk, ...), or memory ran out
+    except Exception as error:
+        # training diverged, a write failed (a full disk, ...), or memory ran out: Python's
+        # MemoryError, or the backend's (TensorFlow's ResourceExhaustedError, XLA's)
         why = str(error) or "out of memory"
-        if isinstance(error, OSError):
+        if "ResourceExhausted" in repr(error) or "RESOURCE_EXHAUSTED" in why:
+            why = f"{BACKEND} ran out of memory"
+        elif isinstance(error, OSError):
             why = f"cannot write {error.filename} ({error.strerror})"
+        elif not isinstance(error, (FloatingPointError, MemoryError)):
+            raise
         print(f"gan_mnist.py: stopped: {why}; {what_next(args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -88,10 +88,13 @@ def test_resume_refuses_other_digits_under_the_same_name(main, tmp_path, capsys)
     refused(main("--epochs", "2", *flags, "--resume"), capsys.readouterr().err, "digits_sha256")
 
 
-def test_resume_without_a_checkpoint_creates_nothing(main, tmp_path, capsys):
-    """The common typo in --out-dir: refused before any folder exists."""
-    refused(main("--epochs", "2", *QUICK, "--resume", "--out-dir", str(tmp_path / "typo")),
-            capsys.readouterr().err, tmp_path / "typo" / "checkpoint.npz")
+def test_resume_without_a_checkpoint_creates_nothing(main, tmp_path, capsys, monkeypatch):
+    """The common typo in --out-dir: refused before any folder exists or any data are loaded
+    (with {data}, before MNIST's download)."""
+    monkeypatch.setattr(gan_mnist, "load_mnist_data", None)
+    for out in (tmp_path / "typo", tmp_path / "runs" / "{data}"):
+        refused(main("--epochs", "2", *QUICK, "--resume", "--out-dir", str(out)),
+                capsys.readouterr().err, out / "checkpoint.npz")
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -130,6 +133,10 @@ def test_checkpoints_after_epoch_1_then_at_most_every_checkpoint_seconds(main, t
     real = gan_mnist.Run.save_checkpoint
     monkeypatch.setattr(gan_mnist.Run, "save_checkpoint",
                         lambda run: written.append(len(run.history)) or real(run))
-    assert main("--epochs", "7", *QUICK, "--checkpoint-seconds", "25") == 0
+    # a grid every epoch; the loss plot (as the scores and the GIF) only with a checkpoint
+    drawn = []
+    monkeypatch.setattr(gan_mnist, "plot_loss", lambda history, path: drawn.append(len(history)))
+    assert main("--epochs", "7", *QUICK, "--sample-every", "1", "--checkpoint-seconds", "25") == 0
     assert written[0] == 1 and written[-1] == 7 and 2 < len(written) < 6, written
+    assert drawn == written
     assert len(losses(tmp_path / "out")) == 7

@@ -1,5 +1,6 @@
 """Stops and failures: real signals to a real process at each stage, a kill -9, diverged training,
 a write the OS refuses, memory that runs out, a run in a thread."""
+import gc
 import os
 import random
 import resource
@@ -193,16 +194,33 @@ def test_a_failed_write_is_one_line_and_its_resume_command_works(main, tmp_path)
     assert checkpoint(tmp_path / "out" / "checkpoint.npz")[0]["epoch"] == 3
 
 
+def out_of_memory_errors():
+    """Python's, TensorFlow's (its message as a Keras layer passes it on) and XLA's (JAX)."""
+    yield MemoryError()
+    if gan_mnist.BACKEND == "tensorflow":
+        yield gan_mnist.tf.errors.ResourceExhaustedError(None, None, "Exception encountered when "
+                                                         "calling Conv2D.call().\n\nOOM when ...")
+    yield RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4.00GiB.")
+
+
 def test_memory_running_out_is_one_line_naming_the_checkpoint(main, tmp_path, monkeypatch,
                                                               capsys):
+    """Any other error is a traceback (a bug); the objects frozen for the run thawed."""
+    error = None
+
     def out_of_memory(n, generator, step_losses):
         if n == 8 + 2:
-            raise MemoryError
+            raise error
         return step_losses
     patch_step(monkeypatch, out_of_memory)
-    assert main("--epochs", "3", *QUICK) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "out of memory" in err and "holds epoch 1; resume" in err
+    for error in out_of_memory_errors():
+        assert main("--epochs", "3", *QUICK) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "out of memory" in err and "holds epoch 1; resume" in err
+    error = RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="a bug"):
+        main("--epochs", "3", *QUICK)
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_run_in_a_thread_trains(main, tmp_path):
