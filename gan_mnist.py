@@ -343,10 +343,11 @@ def load_libraries():
         if BACKEND == "tensorflow" and tf.config.list_physical_devices("GPU"):
             # same seed, same run on a GPU too
             tf.config.experimental.enable_op_determinism()
-    except (ImportError, ValueError) as error:
-        # KERAS_BACKEND or keras.json names a backend that is not installed
+    except Exception as error:
+        # KERAS_BACKEND or keras.json names a backend that is not installed, or too little memory
+        # to load it (ulimit -v)
         raise UsageError(f"Keras cannot load its backend ({error}): pip install -r "
-                         "requirements.txt, or set KERAS_BACKEND") from None
+                         "requirements.txt, or set KERAS_BACKEND (or allow more memory)") from None
     finally:
         os.dup2(stderr, 2)
         os.close(stderr)
