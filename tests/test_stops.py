@@ -14,7 +14,7 @@ import time
 import pytest
 
 import gan_mnist
-from conftest import (HANG, QUICK, SCRIPT, checkpoint, leftovers, losses, patch_step,
+from conftest import (HANG, QUICK, SCRIPT, checkpoint, leftovers, losses, patch_step, refused,
                       same_arrays, start, straight_run, wait_for_line)
 
 # 500 epochs, none of them scored or drawn but the first: stopped long before the end
@@ -221,6 +221,15 @@ def test_memory_running_out_is_one_line_naming_the_checkpoint(main, tmp_path, mo
     with pytest.raises(RuntimeError, match="a bug"):
         main("--epochs", "3", *QUICK)
     assert gc.get_freeze_count() == 0
+
+
+def test_a_backend_that_cannot_load_for_memory_is_one_line(main, tmp_path, monkeypatch, capsys):
+    """As under `ulimit -v 1500000`: JAX's import, via Keras, failing half-way."""
+    def half_imported():
+        raise AttributeError("partially initialized module 'jax' has no attribute 'version'")
+    monkeypatch.setattr(gan_mnist, "import_libraries", half_imported)
+    refused(main("--epochs", "1", *QUICK), capsys.readouterr().err, "'jax'", "more memory")
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_a_run_in_a_thread_trains(main, tmp_path):
