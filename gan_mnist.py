@@ -854,7 +854,9 @@ class Run:
         with contextlib.suppress(ValueError):
             self.handlers = {signum: signal.signal(signum, self.set_stop)
                              for signum in (signal.SIGINT, signal.SIGTERM)}
-        print("Config:", *(f"{k}={v}" for k, v in vars(self.args).items() if k[0] != "_"))
+        # the settings but those left unset (None)
+        print("Config:", *(f"{k}={v}" for k, v in vars(self.args).items()
+                           if k[0] != "_" and v is not None))
         print(f"Training on {self.config['digits']} digits ({self.config['data']}), "
               f"{self.config['digits'] // self.args.batch_size} steps per epoch, on {BACKEND}.")
         return self
