@@ -670,7 +670,8 @@ class DigitScorer:
 
     def __call__(self, images, epoch=0):
         """The scores of `images` (N, 784) in [-1, 1]: a row of scores.csv (SCORE_COLUMNS)."""
-        features, p = (np.array(t, np.float64) for t in self.model(images, training=False))
+        # one compiled call (on JAX ten times faster than calling the model)
+        features, p = (np.array(t, np.float64) for t in self.model.predict_on_batch(images))
         p = np.clip(p, 1e-12, 1.0)
         # each digit's KL from the mean's
         kl = np.sum(p * (np.log(p) - np.log(p.mean(axis=0))), axis=1)
